@@ -1,0 +1,3 @@
+from mmedrag.cli.main import entry
+
+entry()

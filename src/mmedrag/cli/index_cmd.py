@@ -1,0 +1,178 @@
+"""``mmedrag index``, ``mmedrag search`` and ``mmedrag info``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mmedrag.errors import UsageError
+
+
+def _load_records(source: Path, kind: str, text_field: Optional[str], domain_field: str,
+                  domain: Optional[str], on_error: str, chunk_tokens: int, chunk_overlap: int):
+    from mmedrag.ingest.corpus import read_corpus
+    from mmedrag.ingest.folder import read_folder
+    from mmedrag.ingest.manifest import read_manifest
+
+    if not source.exists():
+        raise UsageError(f"{source}: not found")
+    if source.is_dir():
+        return read_folder(source, domain=domain, on_error=on_error)
+    if kind == "auto":
+        kind = "pairs"
+        with open(source, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+        try:
+            row = json.loads(first)
+            if isinstance(row, dict) and "content" in row and "image" not in row:
+                kind = "corpus"
+        except json.JSONDecodeError:
+            pass
+    if kind == "corpus":
+        return read_corpus(source, chunk_tokens, chunk_overlap, domain=domain or "text",
+                           on_error=on_error)
+    return read_manifest(source, text_field=text_field, domain_field=domain_field,
+                         default_domain=domain or "", on_error=on_error)
+
+
+def index_command(
+    manifest: list[Path] = typer.Argument(..., help="JSONL/CSV manifests, corpora, or image folders."),
+    index: Path = typer.Option(..., "--index", "-i", help="Index folder (created if missing)."),
+    kind: str = typer.Option("auto", help="auto | pairs | corpus"),
+    text_field: Optional[str] = typer.Option(None, help="Field holding the report (default: text/report/caption)."),
+    domain_field: str = typer.Option("domain", help="Field used as the routing domain (e.g. modality)."),
+    domain: Optional[str] = typer.Option(None, help="Domain for records that have none."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (index section)."),
+    on_error: str = typer.Option("skip", help="skip | fail: what to do with a bad line or image."),
+    resume: bool = typer.Option(False, "--resume", help="Complete an interrupted ingest (already-stored ids are skipped)."),
+    limit: Optional[int] = typer.Option(None, help="Index only the first N records."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Index image–report pairs or text corpora (incremental: re-adding adds nothing).
+
+    Example: mmedrag index data/medpix/pairs.jsonl --index idx --text-field caption --domain-field modality
+    """
+    from mmedrag.config import Config
+    from mmedrag.index import Index, IngestSummary
+
+    if on_error not in ("skip", "fail"):
+        raise UsageError(f"--on-error must be skip or fail, got {on_error!r}")
+    cfg = Config.from_yaml(config) if config else Config()
+    exists = (index / "index.json").exists()
+    if resume and not exists:
+        raise UsageError(f"{index}: nothing to resume (no index.json)")
+    idx = Index.open(index, create=True, config=cfg.index if (config or not exists) else None)
+    total = IngestSummary()
+    for source in manifest:
+        read = _load_records(source, kind, text_field, domain_field, domain, on_error,
+                             cfg.index.chunk_tokens, cfg.index.chunk_overlap)
+        records = read.records[:limit] if limit else read.records
+        summary = idx.add(records, on_error=on_error, progress=not as_json, source=source.name)
+        summary.skipped += read.skipped
+        summary.errors = read.errors + summary.errors
+        total.merge(summary)
+    idx.close()
+    if as_json:
+        typer.echo(json.dumps({**total.to_dict(), "count": idx.count()}))
+    else:
+        for error in total.errors[:20]:
+            typer.echo(f"skipped: {error}", err=True)
+        if len(total.errors) > 20:
+            typer.echo(f"... and {len(total.errors) - 20} more errors", err=True)
+        typer.echo(f"added {total.added}, already indexed {total.already_indexed}, "
+                   f"skipped {total.skipped} in {total.seconds:.1f}s; index now holds "
+                   f"{idx.count()} records ({', '.join(f'{k or '-'}: {v}' for k, v in idx.domain_counts().items())})")
+    if total.errors and on_error == "fail":
+        raise typer.Exit(1)
+
+
+def search_command(
+    index: Path = typer.Option(..., "--index", "-i", help="Index folder."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query image (PNG/JPEG/DICOM)."),
+    text: Optional[str] = typer.Option(None, "--text", help="Query text."),
+    k: int = typer.Option(10, "-k", help="Number of hits."),
+    mode: str = typer.Option("hybrid", help="Text search: dense | bm25 | hybrid."),
+    domain: Optional[str] = typer.Option(None, help="Only this domain."),
+    where: list[str] = typer.Option([], "--where", help="Filter FIELD=VALUE (repeatable), e.g. split=train."),
+    exact: bool = typer.Option(False, help="Exact (brute-force) dense search."),
+    as_json: bool = typer.Option(False, "--json", help="Print {\"hits\": [...]} as JSON."),
+) -> None:
+    """Search an index by image or text.
+
+    Example: mmedrag search --index idx --text "pleural effusion" -k 5 --json
+    """
+    from mmedrag.index import Index
+    from mmedrag.records import Query
+    from mmedrag.retrieval.bm25 import BM25Retriever
+    from mmedrag.retrieval.dense import DenseRetriever
+    from mmedrag.retrieval.hybrid import HybridRetriever
+
+    if (image is None) == (text is None):
+        raise UsageError("give exactly one of --image PATH or --text TEXT")
+    if k <= 0:
+        raise UsageError("-k must be positive")
+    filters = {}
+    for item in where:
+        if "=" not in item:
+            raise UsageError(f"--where expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        filters[key] = value
+    idx = Index.open(index)
+    if image is not None:
+        from mmedrag.ingest.images import load_image
+
+        query = Query(image=load_image(image), domain=domain, filters=filters)
+        retriever = DenseRetriever(idx, space="image", exact=exact)
+    else:
+        query = Query(text=text or "", domain=domain, filters=filters)
+        retrievers = {"dense": lambda: DenseRetriever(idx, exact=exact),
+                      "bm25": lambda: BM25Retriever(idx), "hybrid": lambda: HybridRetriever(idx)}
+        if mode not in retrievers:
+            raise UsageError(f"--mode must be dense, bm25 or hybrid, got {mode!r}")
+        retriever = retrievers[mode]()
+    hits = retriever.retrieve(query, k)
+    if as_json:
+        typer.echo(json.dumps({"hits": [
+            {"id": h.id, "score": h.score, "domain": h.record.domain, "text": h.record.text,
+             "image": h.record.image, "title": h.record.title, "retriever": h.retriever}
+            for h in hits]}, ensure_ascii=False))
+        return
+    for hit in hits:
+        snippet = hit.record.text.replace("\n", " ")
+        snippet = snippet[:117] + "..." if len(snippet) > 120 else snippet
+        typer.echo(f"{hit.rank:>3}  {hit.score:7.4f}  {hit.record.domain or '-':<10} {hit.id}  {snippet}")
+
+
+def info_command(
+    index: Path = typer.Option(..., "--index", "-i", help="Index folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON (top-level 'count')."),
+) -> None:
+    """Show an index's encoders, format version and counts per domain.
+
+    Example: mmedrag info --index idx --json
+    """
+    from mmedrag.index import Index
+
+    data = Index.open(index).info()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"index {data['path']} (format {data['format_version']}, created {data['created']})")
+    te = data["text_encoder"]
+    typer.echo(f"  text encoder : {te['model']} ({te['dim']}-d)")
+    ie = data["image_encoder"]
+    typer.echo(f"  image encoder: {ie['model']} ({ie['dim']}-d)" if ie else "  image encoder: none")
+    typer.echo(f"  records      : {data['count']} ({data['images']} with images)")
+    for domain, count in data["domains"].items():
+        typer.echo(f"    {domain or '-':<12} {count}")
+    if data["extras"]:
+        typer.echo(f"  extras       : {', '.join(data['extras'])}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index_command)
+    app.command("search")(search_command)
+    app.command("info")(info_command)

@@ -1,0 +1,80 @@
+"""The ``mmedrag`` command. One module per command group registers itself on the app.
+
+Exit codes: 0 ok, 1 failed, 2 bad usage. Errors go to stderr as one line naming the file/field.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+import typer
+
+from mmedrag.errors import MmedragError
+
+app = typer.Typer(
+    name="mmedrag",
+    help="Multimodal retrieval-augmented generation for medical vision-language models.\n\n"
+         "Example: mmedrag demo",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command-group modules; each defines register(app). Missing optional ones are skipped.
+_GROUPS = ("index_cmd", "ask", "serve", "eval_cmd", "train", "prefs", "calibrate")
+
+
+def _register_groups() -> None:
+    for name in _GROUPS:
+        try:
+            module = importlib.import_module(f"mmedrag.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"mmedrag.cli.{name}":
+                continue
+            raise
+        module.register(app)
+
+
+_register_groups()
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one line on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.environ.get("MMEDRAG_OFFLINE", "1") == "1" else None
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except MmedragError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        typer.echo("error: aborted", err=True)
+        return 1
+    except click.UsageError as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except click.ClickException as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

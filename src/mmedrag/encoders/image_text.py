@@ -1,0 +1,113 @@
+"""Image encoders: a weight-free thumbnail encoder, open_clip models, and the project's own tower.
+
+- ``ThumbnailImageEncoder``: grey 32×32 thumbnail, centred and normalised. No weights; finds the
+  same or near-identical images (exactness checks, de-duplication, image→image search).
+- ``OpenClipEncoder``: any open_clip model from a hub id (``hf-hub:microsoft/BiomedCLIP-...``) or a
+  local checkpoint; image and text towers in one space (image→report retrieval).
+- ``TrainedTowerEncoder`` (in ``mmedrag.training.retriever``): the project's own image tower,
+  trained to map images into a frozen text encoder's space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmedrag.encoders.protocol import l2_normalise
+from mmedrag.errors import MmedragError, optional_import
+from mmedrag.ingest.images import load_image
+
+
+class ThumbnailImageEncoder:
+    """Deterministic pixel embedding: grey thumbnail, zero mean, unit norm.
+
+    Example:
+        >>> from PIL import Image
+        >>> ThumbnailImageEncoder().encode_images([Image.new("RGB", (64, 64))]).shape
+        (1, 1024)
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.name = f"thumbnail-{size}"
+        self.version = "1"
+        self.dim = size * size
+
+    def encode_images(self, images: list[Any]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        rows = []
+        for image in images:
+            grey = load_image(image).convert("L").resize((self.size, self.size))
+            arr = np.asarray(grey, dtype=np.float32).ravel()
+            rows.append(arr - arr.mean())
+        return l2_normalise(np.stack(rows))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        raise MmedragError("the thumbnail encoder has no text tower")
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "thumbnail", "size": self.size, "version": self.version, "dim": self.dim}
+
+
+class OpenClipEncoder:
+    """open_clip image–text model from a hub id or a local checkpoint (BiomedCLIP, UniMed-CLIP).
+
+    Example (needs the weights locally or network access):
+        >>> enc = OpenClipEncoder("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
+    """
+
+    def __init__(self, model: str, pretrained: str | None = None, device: str = "cpu",
+                 batch_size: int = 32) -> None:
+        open_clip = optional_import("open_clip", extra="train", package="open-clip-torch")
+        import torch
+
+        self._torch = torch
+        try:
+            if model.startswith("hf-hub:") or pretrained is None and not Path(model).exists():
+                net, preprocess = open_clip.create_model_from_pretrained(model, device=device)
+                tokenizer = open_clip.get_tokenizer(model)
+            else:
+                net, _, preprocess = open_clip.create_model_and_transforms(
+                    model, pretrained=pretrained, device=device)
+                tokenizer = open_clip.get_tokenizer(model)
+        except Exception as exc:  # noqa: BLE001
+            raise MmedragError(f"cannot load open_clip model {model!r}: {exc}") from exc
+        self._net = net.eval()
+        self._preprocess = preprocess
+        self._tokenizer = tokenizer
+        self._device = device
+        self.batch_size = batch_size
+        self.name = model if pretrained is None else f"{model}:{pretrained}"
+        self.version = "open_clip"
+        with torch.no_grad():
+            self.dim = int(self._net.encode_text(self._tokenizer(["x"]).to(device)).shape[-1])
+
+    def encode_images(self, images: list[Any]) -> np.ndarray:
+        out = []
+        with self._torch.no_grad():
+            for start in range(0, len(images), self.batch_size):
+                batch = [self._preprocess(load_image(i)) for i in images[start:start + self.batch_size]]
+                feats = self._net.encode_image(self._torch.stack(batch).to(self._device))
+                out.append(feats.float().cpu().numpy())
+        return l2_normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        out = []
+        with self._torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                tokens = self._tokenizer(texts[start:start + self.batch_size]).to(self._device)
+                out.append(self._net.encode_text(tokens).float().cpu().numpy())
+        return l2_normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self._torch.save(self._net.state_dict(), Path(directory) / "open_clip.pt")
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "open_clip", "model": self.name, "dim": self.dim, "version": self.version}

@@ -1,0 +1,375 @@
+"""An index: a folder with ``index.json`` beside its stores and copied images.
+
+Layout::
+
+    INDEX/index.json      encoders (name, version, dim), format version, counts, domains, extras
+    INDEX/text/           store of text-encoder vectors of every record's text
+    INDEX/image/          store of image-encoder vectors of every record with an image
+    INDEX/bm25/           BM25 over record texts
+    INDEX/images/         images copied (DICOM rendered, PHI-free) and named by record id
+
+Opening an index with encoders other than those that built it raises ``IndexMismatchError``.
+
+Example:
+    >>> import tempfile
+    >>> from mmedrag.config import Component, IndexConfig
+    >>> cfg = IndexConfig(text_encoder=Component(name="hashing"), image_encoder=None)
+    >>> index = Index.open(tempfile.mkdtemp(), create=True, config=cfg)
+    >>> index.add([Document.create("Pneumothorax is air in the pleural space.")]).added
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mmedrag.config import Component, IndexConfig
+from mmedrag.errors import IndexMismatchError, InputError, MmedragError, UsageError
+from mmedrag.records import Document, Hit, Record
+from mmedrag.registry import REGISTRY
+from mmedrag.stores.bm25 import BM25Index
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class IngestSummary:
+    """What an ``add`` did: counts and every error with its file and line."""
+
+    added: int = 0
+    already_indexed: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+    by_domain: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def merge(self, other: IngestSummary) -> None:
+        self.added += other.added
+        self.already_indexed += other.already_indexed
+        self.skipped += other.skipped
+        self.errors.extend(other.errors)
+        for key, value in other.by_domain.items():
+            self.by_domain[key] = self.by_domain.get(key, 0) + value
+        self.seconds += other.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "already_indexed": self.already_indexed,
+                "skipped": self.skipped, "errors": self.errors, "by_domain": self.by_domain,
+                "seconds": round(self.seconds, 3)}
+
+
+def build_encoder(kind: str, component: Component) -> Any:
+    return REGISTRY.create(kind, component.name, **component.options)
+
+
+def _encoder_signature(component: Component, encoder: Any) -> dict[str, Any]:
+    return {"name": component.name, "options": component.options, "model": encoder.name,
+            "version": encoder.version, "dim": int(encoder.dim)}
+
+
+class Index:
+    """Open or create with ``Index.open(dir, create=True, config=IndexConfig(...))``."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
+        self.dir = directory
+        self.meta = meta
+        self._text_encoder: Any = None
+        self._image_encoder: Any = None
+        self._bm25: BM25Index | None = None
+        self.text_store = self._open_store("text", meta["text_encoder"]["dim"])
+        image_meta = meta.get("image_encoder")
+        self.image_store = self._open_store("image", image_meta["dim"]) if image_meta else None
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, directory: str | Path, create: bool = False,
+             config: IndexConfig | None = None) -> Index:
+        directory = Path(directory)
+        meta_path = directory / "index.json"
+        if not meta_path.exists():
+            if not create:
+                raise UsageError(f"{directory}: not an mmedrag index (no index.json); "
+                                 f"build one with 'mmedrag index MANIFEST --index {directory}'")
+            return cls._create(directory, config or IndexConfig())
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise MmedragError(f"{meta_path}: corrupt index.json: {exc}") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise MmedragError(f"{meta_path}: index format {meta.get('format_version')} is not "
+                               f"supported (this mmedrag reads format {FORMAT_VERSION})")
+        index = cls(directory, meta)
+        if config is not None:
+            index._check_config(config)
+        return index
+
+    @classmethod
+    def _create(cls, directory: Path, config: IndexConfig) -> Index:
+        text_encoder = build_encoder("text_encoder", config.text_encoder)
+        image_encoder = (build_encoder("image_encoder", config.image_encoder)
+                         if config.image_encoder else None)
+        meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "mmedrag_version": _version(),
+            "text_encoder": _encoder_signature(config.text_encoder, text_encoder),
+            "image_encoder": (_encoder_signature(config.image_encoder, image_encoder)
+                              if image_encoder else None),
+            "store": config.store.model_dump(),
+            "bm25": config.bm25,
+            "extras": {},
+        }
+        directory.mkdir(parents=True, exist_ok=True)
+        index = cls(directory, meta)
+        index._text_encoder = text_encoder
+        index._image_encoder = image_encoder
+        index.save_meta()
+        return index
+
+    def _check_config(self, config: IndexConfig) -> None:
+        for key, component in (("text_encoder", config.text_encoder),
+                               ("image_encoder", config.image_encoder)):
+            stored = self.meta.get(key)
+            if component is None or stored is None:
+                continue
+            if component.name != stored["name"] or component.options != stored["options"]:
+                raise IndexMismatchError(
+                    f"{self.dir}: index was built with {key} {stored['name']} "
+                    f"{stored['options']} ({stored['model']}), not {component.name} "
+                    f"{component.options}; use the same encoder or build a new index")
+
+    def _open_store(self, name: str, dim: int) -> Any:
+        store_cfg = self.meta.get("store") or {"name": "embedded", "options": {}}
+        cls = REGISTRY.get("store", store_cfg["name"])
+        return cls(self.dir / name, dim=dim, **store_cfg.get("options", {}))
+
+    def save_meta(self) -> None:
+        self.meta["counts"] = {"records": self.text_store.count(),
+                               "images": self.image_store.count() if self.image_store else 0}
+        self.meta["domains"] = self.domain_counts()
+        tmp = self.dir / "index.json.tmp"
+        tmp.write_text(json.dumps(self.meta, indent=2), encoding="utf-8")
+        tmp.replace(self.dir / "index.json")
+
+    # -- encoders --------------------------------------------------------------------------
+    @property
+    def text_encoder(self) -> Any:
+        if self._text_encoder is None:
+            self._text_encoder = self._load_encoder("text_encoder")
+        return self._text_encoder
+
+    @property
+    def image_encoder(self) -> Any:
+        if self._image_encoder is None and self.meta.get("image_encoder"):
+            self._image_encoder = self._load_encoder("image_encoder")
+        return self._image_encoder
+
+    def _load_encoder(self, kind: str) -> Any:
+        stored = self.meta[kind]
+        encoder = build_encoder(kind, Component(name=stored["name"], options=stored["options"]))
+        if (encoder.name, encoder.version, int(encoder.dim)) != (
+                stored["model"], stored["version"], stored["dim"]):
+            raise IndexMismatchError(
+                f"{self.dir}: {kind} now loads as {encoder.name} {encoder.version} "
+                f"({encoder.dim}-d) but the index was built with {stored['model']} "
+                f"{stored['version']} ({stored['dim']}-d); rebuild the index")
+        return encoder
+
+    # -- writing ---------------------------------------------------------------------------
+    def add(self, records: list[Record], on_error: str = "skip", batch_size: int = 64,
+            progress: bool = False, source: str = "") -> IngestSummary:
+        """Encode and store ``records`` (images read from ``record.image`` source paths).
+
+        Records whose id is already indexed are counted and skipped, so re-running an ingest
+        (``--resume``) completes it without duplicates. Each batch is committed durably.
+        """
+        if on_error not in ("skip", "fail"):
+            raise UsageError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+        summary = IngestSummary()
+        started = time.perf_counter()
+        bar = tqdm(total=len(records), desc=f"indexing {source}".strip(), unit="rec",
+                   disable=not progress, file=sys.stderr)
+        for start in range(0, len(records), batch_size):
+            batch = records[start:start + batch_size]
+            present = self.text_store.has([r.id for r in batch])
+            summary.already_indexed += len(present)
+            todo = [r for r in batch if r.id not in present]
+            if todo:
+                self._add_batch(todo, on_error, summary)
+            bar.update(len(batch))
+        bar.close()
+        if summary.added:
+            self.finalize()
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _add_batch(self, batch: list[Record], on_error: str, summary: IngestSummary) -> None:
+        ready: list[Record] = []
+        images: dict[str, Any] = {}
+        for record in batch:
+            try:
+                if not record.text.strip():
+                    raise InputError("empty report/text", path=record.meta.get("_source"),
+                                     line=record.meta.get("_line"), field="text")
+                if record.image:
+                    from mmedrag.ingest.images import load_image
+
+                    images[record.id] = load_image(record.image)
+                ready.append(record)
+            except InputError as exc:
+                if on_error == "fail":
+                    raise
+                summary.skipped += 1
+                summary.errors.append(str(exc))
+        if not ready:
+            return
+        stored = [self._stored_copy(r) for r in ready]
+        with_images = [(r, images[r.id]) for r in stored if r.id in images]
+        if with_images and self.image_store is not None:
+            for record, image in with_images:
+                self._save_image(record, image)
+            vectors = self.image_encoder.encode_images([img for _, img in with_images])
+            self.image_store.add([r for r, _ in with_images], vectors)
+        text_vectors = self.text_encoder.encode_texts([r.text for r in stored])
+        added = self.text_store.add(stored, text_vectors)
+        summary.added += added
+        for record in stored:
+            summary.by_domain[record.domain] = summary.by_domain.get(record.domain, 0) + 1
+
+    def _stored_copy(self, record: Record) -> Record:
+        meta = {k: v for k, v in record.meta.items() if not k.startswith("_")}
+        image = f"images/{record.id}.png" if record.image else ""
+        return Record(id=record.id, text=record.text, image=image, domain=record.domain,
+                      title=record.title, meta=meta)
+
+    def _save_image(self, record: Record, image: Any) -> None:
+        path = self.dir / record.image
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            image.save(tmp, format="PNG")
+            tmp.replace(path)
+
+    def finalize(self) -> None:
+        """Rebuild BM25 when stale, catch the ANN graphs up, and refresh index.json."""
+        if self.meta.get("bm25", True):
+            self._sync_bm25()
+        for store in (self.text_store, self.image_store):
+            if store is not None and hasattr(store, "build_ann"):
+                store.build_ann()
+        self.save_meta()
+
+    def _sync_bm25(self) -> BM25Index:
+        if self._bm25 is None:
+            self._bm25 = BM25Index(self.dir / "bm25")
+        if self._bm25.built_for != self.text_store.count():
+            ids, texts = [], []
+            for record in self.text_store.iter_records():
+                ids.append(record.id)
+                texts.append(f"{record.title}\n{record.text}" if record.title else record.text)
+            self._bm25.build(ids, texts)
+        return self._bm25
+
+    def delete(self, ids: list[str]) -> int:
+        removed = self.text_store.delete(ids)
+        if self.image_store is not None:
+            self.image_store.delete(ids)
+        for rid in ids:
+            path = self.dir / "images" / f"{rid}.png"
+            if path.exists():
+                path.unlink()
+        self.finalize()
+        return removed
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def bm25(self) -> BM25Index:
+        return self._sync_bm25()
+
+    def count(self, filters: dict[str, Any] | None = None) -> int:
+        return self.text_store.count(filters)
+
+    def domain_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.text_store.iter_records(batch=5000):
+            counts[record.domain] = counts.get(record.domain, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def get(self, ids: list[str]) -> list[Record]:
+        return self.text_store.get(ids)
+
+    def image_path(self, record: Record) -> Path | None:
+        """Absolute path of a record's stored image (always inside the index folder)."""
+        if not record.image:
+            return None
+        path = (self.dir / record.image).resolve()
+        if self.dir.resolve() not in path.parents:
+            raise MmedragError(f"record {record.id}: image path escapes the index folder")
+        return path
+
+    def search_text_dense(self, text: str, k: int, filters: dict[str, Any] | None = None,
+                          exact: bool = False) -> list[Hit]:
+        vector = self.text_encoder.encode_texts([text])
+        return self.text_store.search(vector, k, filters, exact=exact)[0]
+
+    def search_image_dense(self, image: Any, k: int, filters: dict[str, Any] | None = None,
+                           exact: bool = False) -> list[Hit]:
+        if self.image_store is None:
+            raise UsageError(f"{self.dir}: this index has no image encoder; search by --text")
+        vector = self.image_encoder.encode_images([image])
+        return self.image_store.search(vector, k, filters, exact=exact)[0]
+
+    def search_vectors(self, vectors: np.ndarray, k: int, space: str = "text",
+                       filters: dict[str, Any] | None = None) -> list[list[Hit]]:
+        store = self.text_store if space == "text" else self.image_store
+        if store is None:
+            raise UsageError(f"{self.dir}: no {space} store")
+        return store.search(vectors, k, filters)
+
+    def info(self) -> dict[str, Any]:
+        data = {key: self.meta.get(key) for key in
+                ("format_version", "created", "mmedrag_version", "text_encoder",
+                 "image_encoder", "store")}
+        data["count"] = self.text_store.count()
+        data["images"] = self.image_store.count() if self.image_store else 0
+        data["domains"] = self.domain_counts()
+        data["extras"] = sorted((self.meta.get("extras") or {}).keys())
+        data["path"] = str(self.dir)
+        return data
+
+    def set_extra(self, key: str, value: Any) -> None:
+        """Store extra state with the index (calibration, router, trained retriever paths)."""
+        self.meta.setdefault("extras", {})[key] = value
+        self.save_meta()
+
+    def extra(self, key: str, default: Any = None) -> Any:
+        return (self.meta.get("extras") or {}).get(key, default)
+
+    def close(self) -> None:
+        for store in (self.text_store, self.image_store):
+            if store is not None:
+                store.close()
+
+
+def remove_index(directory: str | Path) -> None:
+    directory = Path(directory)
+    if (directory / "index.json").exists():
+        shutil.rmtree(directory)
+
+
+def _version() -> str:
+    from mmedrag import __version__
+
+    return __version__
+
+
+__all__ = ["Index", "IngestSummary", "Document", "remove_index"]

@@ -1,0 +1,335 @@
+"""The embedded default store: SQLite for records and vectors (the truth), FAISS HNSW for speed.
+
+Durability: every ``add`` is one SQLite transaction (WAL, synchronous=FULL), so a process killed
+mid-ingest leaves the last committed batch readable. The HNSW graph is a derived cache saved
+atomically beside the database with the sequence number it covers; on open, rows added after it
+are appended to the graph, and a graph older than a deletion is rebuilt.
+
+Search is exact (NumPy inner product) for small collections, for ``exact=True`` and for narrow
+filters; otherwise HNSW with ``ef_search``. Scores are inner products of L2-normalised vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmedrag.errors import MmedragError
+from mmedrag.records import Hit, Record
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    domain TEXT NOT NULL DEFAULT '',
+    data TEXT NOT NULL,
+    vec BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+class EmbeddedStore:
+    """Durable vector store in a folder, no server needed.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> store = EmbeddedStore(tempfile.mkdtemp(), dim=2)
+        >>> store.add([Record(id="a", text="x")], np.array([[1.0, 0.0]], "float32"))
+        1
+        >>> store.search(np.array([[1.0, 0.0]], "float32"), k=1)[0][0].id
+        'a'
+    """
+
+    def __init__(self, path: str | Path, dim: int, m: int = 32, ef_construction: int = 200,
+                 ef_search: int = 128, exact_below: int = 5000, name: str = "embedded") -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.dim = int(dim)
+        self.m = m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.exact_below = exact_below
+        self.name = name
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path / "store.sqlite"), check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        stored_dim = self._state("dim")
+        if stored_dim is None:
+            self._set_state("dim", str(self.dim))
+            self._db.commit()
+        elif int(stored_dim) != self.dim:
+            raise MmedragError(f"{self.path}: store holds {stored_dim}-d vectors, opened with {self.dim}")
+        self._loaded = False
+        self._ann: Any = None
+        self._ann_covers = 0  # number of in-memory rows the graph holds
+
+    # -- state -----------------------------------------------------------------------------
+    def _state(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_state(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
+
+    # -- writes ----------------------------------------------------------------------------
+    def add(self, records: list[Record], vectors: np.ndarray) -> int:
+        """Add records with their vectors; ids already present are skipped. Durable on return."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(records) != len(vectors):
+            raise MmedragError(f"add: {len(records)} records but {len(vectors)} vectors")
+        if len(records) and vectors.shape[1] != self.dim:
+            raise MmedragError(f"add: vectors are {vectors.shape[1]}-d, store is {self.dim}-d")
+        with self._lock:
+            before = self._db.total_changes
+            with self._db:  # one transaction
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO records (id, domain, data, vec) VALUES (?, ?, ?, ?)",
+                    [(r.id, r.domain, json.dumps(r.to_dict(), ensure_ascii=False), v.tobytes())
+                     for r, v in zip(records, vectors)])
+            added = self._db.total_changes - before
+            if self._loaded and added:
+                self._load_rows(after_seq=self._max_seq)
+            return added
+
+    def delete(self, ids: list[str]) -> int:
+        with self._lock:
+            with self._db:
+                marks = ",".join("?" * len(ids))
+                cur = self._db.execute(f"DELETE FROM records WHERE id IN ({marks})", ids) if ids else None
+                removed = cur.rowcount if cur else 0
+                if removed:
+                    epoch = int(self._state("delete_epoch") or 0) + 1
+                    self._set_state("delete_epoch", str(epoch))
+            if removed:
+                self._loaded = False
+                self._ann = None
+            return removed
+
+    # -- reads -----------------------------------------------------------------------------
+    def count(self, filters: dict[str, Any] | None = None) -> int:
+        with self._lock:
+            if not filters:
+                return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            self._ensure_loaded()
+            return int(self._mask(filters).sum())
+
+    def get(self, ids: list[str]) -> list[Record]:
+        """Records for ``ids`` in the given order; unknown ids are left out."""
+        found: dict[str, Record] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for rid, data in self._db.execute(
+                        f"SELECT id, data FROM records WHERE id IN ({marks})", chunk):
+                    found[rid] = Record.from_dict(json.loads(data))
+        return [found[i] for i in ids if i in found]
+
+    def has(self, ids: list[str]) -> set[str]:
+        present: set[str] = set()
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                present.update(r[0] for r in self._db.execute(
+                    f"SELECT id FROM records WHERE id IN ({marks})", chunk))
+        return present
+
+    def vectors(self, ids: list[str]) -> np.ndarray:
+        """Stored vectors for ``ids`` (unknown ids raise)."""
+        self._ensure_loaded()
+        rows = [self._row_of[i] for i in ids]
+        return self._matrix()[rows]
+
+    def iter_records(self, batch: int = 1000) -> Iterator[Record]:
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT seq, data FROM records WHERE seq > ? ORDER BY seq "
+                                        "LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            for seq, data in rows:
+                yield Record.from_dict(json.loads(data))
+            last = rows[-1][0]
+
+    def search(self, vectors: np.ndarray, k: int, filters: dict[str, Any] | None = None,
+               exact: bool = False) -> list[list[Hit]]:
+        """Top-``k`` hits per query vector, best first."""
+        queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        if queries.shape[1] != self.dim:
+            raise MmedragError(f"search: query vectors are {queries.shape[1]}-d, store is {self.dim}-d")
+        with self._lock:
+            self._ensure_loaded()
+            n = len(self._ids)
+            if n == 0 or k <= 0:
+                return [[] for _ in queries]
+            mask = self._mask(filters) if filters else None
+            allowed = int(mask.sum()) if mask is not None else n
+            if allowed == 0:
+                return [[] for _ in queries]
+            use_exact = exact or n < self.exact_below or allowed < max(2000, n // 50)
+            if use_exact:
+                rows, scores = self._exact(queries, k, mask)
+            else:
+                rows, scores = self._approximate(queries, k, mask)
+            wanted = sorted({self._ids[r] for row in rows for r in row if r >= 0})
+        records = {r.id: r for r in self.get(wanted)}
+        results = []
+        for row, score in zip(rows, scores):
+            hits = []
+            for r, s in zip(row, score):
+                if r < 0 or self._ids[r] not in records:
+                    continue
+                hits.append(Hit(record=records[self._ids[r]], score=float(s), retriever=self.name,
+                                rank=len(hits) + 1))
+            results.append(hits)
+        return results
+
+    # -- internals -------------------------------------------------------------------------
+    def _exact(self, queries: np.ndarray, k: int, mask: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        matrix = self._matrix()
+        if mask is not None:
+            subset = np.flatnonzero(mask)
+            scores = queries @ matrix[subset].T
+        else:
+            subset = None
+            scores = queries @ matrix.T
+        k = min(k, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        rows = subset[top] if subset is not None else top
+        return rows, top_scores
+
+    def _approximate(self, queries: np.ndarray, k: int, mask: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        index = self._graph()
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(self.ef_search, k)
+        if mask is not None:
+            selector = faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64))
+            params.sel = selector
+        scores, rows = index.search(queries, k, params=params)
+        return rows, scores
+
+    def _graph(self) -> Any:
+        import faiss
+
+        if self._ann is None:
+            self._ann = self._load_graph()
+        if self._ann_covers < len(self._ids):
+            self._ann.add(self._matrix()[self._ann_covers:])
+            self._ann_covers = len(self._ids)
+            self.save_graph()
+        assert isinstance(self._ann, faiss.Index)
+        return self._ann
+
+    def _load_graph(self) -> Any:
+        import faiss
+
+        meta_path, graph_path = self.path / "hnsw.json", self.path / "hnsw.faiss"
+        epoch = self._state("delete_epoch") or "0"
+        if meta_path.exists() and graph_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("epoch") == epoch and meta.get("rows", 0) <= len(self._ids) and \
+                    meta.get("m") == self.m:
+                index = faiss.read_index(str(graph_path))
+                self._ann_covers = int(meta["rows"])
+                return index
+        index = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.ef_construction
+        self._ann_covers = 0
+        return index
+
+    def save_graph(self) -> None:
+        """Persist the HNSW graph atomically (a cache: losing it only costs a rebuild)."""
+        import faiss
+
+        if self._ann is None:
+            return
+        tmp = self.path / "hnsw.faiss.tmp"
+        faiss.write_index(self._ann, str(tmp))
+        os.replace(tmp, self.path / "hnsw.faiss")
+        meta = {"rows": self._ann_covers, "epoch": self._state("delete_epoch") or "0", "m": self.m}
+        (self.path / "hnsw.json.tmp").write_text(json.dumps(meta))
+        os.replace(self.path / "hnsw.json.tmp", self.path / "hnsw.json")
+
+    def build_ann(self) -> None:
+        """Build (or catch up) the HNSW graph now rather than at the first large search."""
+        with self._lock:
+            self._ensure_loaded()
+            if len(self._ids) >= self.exact_below:
+                self._graph()
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self._ids: list[str] = []
+            self._row_of: dict[str, int] = {}
+            self._chunks: list[np.ndarray] = []
+            self._cached: np.ndarray | None = None
+            self._fields: dict[str, list[Any]] = {"domain": []}
+            self._max_seq = 0
+            self._load_rows(after_seq=0)
+            self._loaded = True
+
+    def _load_rows(self, after_seq: int) -> None:
+        cursor = self._db.execute(
+            "SELECT seq, id, data, vec FROM records WHERE seq > ? ORDER BY seq", (after_seq,))
+        vecs = []
+        for seq, rid, data, blob in cursor:
+            record = json.loads(data)
+            self._row_of[rid] = len(self._ids)
+            self._ids.append(rid)
+            n = len(self._ids)
+            self._fields["domain"].append(record.get("domain", ""))
+            for key, value in (record.get("meta") or {}).items():
+                if isinstance(value, (str, int, float, bool)):
+                    column = self._fields.setdefault(key, [None] * (n - 1))
+                    column.append(value)
+            for column in self._fields.values():
+                if len(column) < n:
+                    column.append(None)
+            vecs.append(np.frombuffer(blob, dtype=np.float32))
+            self._max_seq = seq
+        if vecs:
+            self._chunks.append(np.stack(vecs))
+            self._cached = None
+
+    def _matrix(self) -> np.ndarray:
+        if self._cached is None:
+            self._cached = (np.concatenate(self._chunks) if self._chunks
+                            else np.zeros((0, self.dim), dtype=np.float32))
+            self._chunks = [self._cached]
+        return self._cached
+
+    def _mask(self, filters: dict[str, Any]) -> np.ndarray:
+        mask = np.ones(len(self._ids), dtype=bool)
+        for key, allowed in filters.items():
+            column = self._fields.get(key)
+            if column is None:
+                return np.zeros(len(self._ids), dtype=bool)
+            values = set(allowed) if isinstance(allowed, (list, tuple, set)) else {allowed}
+            mask &= np.fromiter((v in values for v in column), dtype=bool, count=len(column))
+        return mask
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ann is not None and self._ann_covers:
+                self.save_graph()
+            self._db.close()
