@@ -161,9 +161,14 @@ class Answer:
     tokens_out: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     image_seen: bool = False
+    yes_probability: float | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    used_rag: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {"question": self.question, "text": self.text, "parsed": self.parsed,
+                "yes_probability": self.yes_probability, "used_rag": self.used_rag,
+                "messages": self.messages,
                 "evidence": [e.to_dict() for e in self.evidence], "domain": self.domain,
                 "selection": self.selection, "trace": self.trace, "tokens_in": self.tokens_in,
                 "tokens_out": self.tokens_out, "seconds": self.seconds,
