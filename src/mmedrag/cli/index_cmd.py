@@ -78,13 +78,14 @@ def index_command(
     if as_json:
         typer.echo(json.dumps({**total.to_dict(), "count": idx.count()}))
     else:
+        domains = ", ".join(f"{k or '-'}: {v}" for k, v in idx.domain_counts().items())
         for error in total.errors[:20]:
             typer.echo(f"skipped: {error}", err=True)
         if len(total.errors) > 20:
             typer.echo(f"... and {len(total.errors) - 20} more errors", err=True)
         typer.echo(f"added {total.added}, already indexed {total.already_indexed}, "
                    f"skipped {total.skipped} in {total.seconds:.1f}s; index now holds "
-                   f"{idx.count()} records ({', '.join(f'{k or '-'}: {v}' for k, v in idx.domain_counts().items())})")
+                   f"{idx.count()} records ({domains})")
     if total.errors and on_error == "fail":
         raise typer.Exit(1)
 
