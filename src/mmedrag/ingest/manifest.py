@@ -113,7 +113,7 @@ def _pair_from_row(row: dict[str, Any], path: Path, number: int, text_field: str
                              field=image_field)
         image_path = str(resolved)
     domain = str(row.get(domain_field) or default_domain or "")
-    reserved = {"id", image_field, field_name}
+    reserved = {"id", image_field, field_name, "domain"}
     meta = {k: v for k, v in row.items() if k not in reserved and isinstance(
         v, (str, int, float, bool, list, dict))}
     meta.setdefault("modality", row.get("modality", domain))

@@ -299,7 +299,7 @@ class EmbeddedStore:
             n = len(self._ids)
             self._fields["domain"].append(record.get("domain", ""))
             for key, value in (record.get("meta") or {}).items():
-                if isinstance(value, (str, int, float, bool)):
+                if key != "domain" and isinstance(value, (str, int, float, bool)):
                     column = self._fields.setdefault(key, [None] * (n - 1))
                     column.append(value)
             for column in self._fields.values():
