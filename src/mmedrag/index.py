@@ -186,7 +186,8 @@ class Index:
 
     # -- writing ---------------------------------------------------------------------------
     def add(self, records: list[Record], on_error: str = "skip", batch_size: int = 64,
-            progress: bool = False, source: str = "") -> IngestSummary:
+            progress: bool = False, source: str = "",
+            keep_tags: tuple[str, ...] = ()) -> IngestSummary:
         """Encode and store ``records`` (images read from ``record.image`` source paths).
 
         Records whose id is already indexed are counted and skipped, so re-running an ingest
@@ -204,7 +205,7 @@ class Index:
             summary.already_indexed += len(present)
             todo = [r for r in batch if r.id not in present]
             if todo:
-                self._add_batch(todo, on_error, summary)
+                self._add_batch(todo, on_error, summary, keep_tags)
             bar.update(len(batch))
         bar.close()
         if summary.added:
@@ -212,7 +213,8 @@ class Index:
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _add_batch(self, batch: list[Record], on_error: str, summary: IngestSummary) -> None:
+    def _add_batch(self, batch: list[Record], on_error: str, summary: IngestSummary,
+                   keep_tags: tuple[str, ...] = ()) -> None:
         ready: list[Record] = []
         images: dict[str, Any] = {}
         for record in batch:
@@ -221,9 +223,7 @@ class Index:
                     raise InputError("empty report/text", path=record.meta.get("_source"),
                                      line=record.meta.get("_line"), field="text")
                 if record.image:
-                    from mmedrag.ingest.images import load_image
-
-                    images[record.id] = load_image(record.image)
+                    images[record.id] = self._read_image(record, keep_tags)
                 ready.append(record)
             except InputError as exc:
                 if on_error == "fail":
@@ -244,6 +244,18 @@ class Index:
         summary.added += added
         for record in stored:
             summary.by_domain[record.domain] = summary.by_domain.get(record.domain, 0) + 1
+
+    @staticmethod
+    def _read_image(record: Record, keep_tags: tuple[str, ...]) -> Any:
+        """Decode the record's image; DICOM is windowed and only de-identified tags are kept."""
+        from mmedrag.ingest.dicom import DEFAULT_KEEP, read_dicom
+        from mmedrag.ingest.images import is_dicom, load_image
+
+        if is_dicom(Path(record.image)):
+            dicom = read_dicom(record.image, keep=DEFAULT_KEEP + tuple(keep_tags))
+            record.meta["dicom"] = dicom.tags
+            return dicom.image
+        return load_image(record.image)
 
     def _stored_copy(self, record: Record) -> Record:
         meta = {k: v for k, v in record.meta.items() if not k.startswith("_")}

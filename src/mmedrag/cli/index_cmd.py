@@ -49,6 +49,7 @@ def index_command(
     on_error: str = typer.Option("skip", help="skip | fail: what to do with a bad line or image."),
     resume: bool = typer.Option(False, "--resume", help="Complete an interrupted ingest (already-stored ids are skipped)."),
     limit: Optional[int] = typer.Option(None, help="Index only the first N records."),
+    keep_tags: list[str] = typer.Option([], "--keep-tags", help="Extra non-identifying DICOM tags to keep (PHI tags are always removed)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Index image–report pairs or text corpora (incremental: re-adding adds nothing).
@@ -70,22 +71,24 @@ def index_command(
         read = _load_records(source, kind, text_field, domain_field, domain, on_error,
                              cfg.index.chunk_tokens, cfg.index.chunk_overlap)
         records = read.records[:limit] if limit else read.records
-        summary = idx.add(records, on_error=on_error, progress=not as_json, source=source.name)
+        summary = idx.add(records, on_error=on_error, progress=not as_json, source=source.name,
+                          keep_tags=tuple(t for item in keep_tags for t in item.split(",") if t))
         summary.skipped += read.skipped
         summary.errors = read.errors + summary.errors
         total.merge(summary)
+    count, domain_counts = idx.count(), idx.domain_counts()
     idx.close()
     if as_json:
-        typer.echo(json.dumps({**total.to_dict(), "count": idx.count()}))
+        typer.echo(json.dumps({**total.to_dict(), "count": count}))
     else:
-        domains = ", ".join(f"{k or '-'}: {v}" for k, v in idx.domain_counts().items())
+        domains = ", ".join(f"{k or '-'}: {v}" for k, v in domain_counts.items())
         for error in total.errors[:20]:
             typer.echo(f"skipped: {error}", err=True)
         if len(total.errors) > 20:
             typer.echo(f"... and {len(total.errors) - 20} more errors", err=True)
         typer.echo(f"added {total.added}, already indexed {total.already_indexed}, "
                    f"skipped {total.skipped} in {total.seconds:.1f}s; index now holds "
-                   f"{idx.count()} records ({domains})")
+                   f"{count} records ({domains})")
     if total.errors and on_error == "fail":
         raise typer.Exit(1)
 

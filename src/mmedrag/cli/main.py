@@ -9,8 +9,12 @@ import importlib
 import os
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.20 vendors click as typer._click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from mmedrag.errors import MmedragError
 
@@ -56,15 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     except MmedragError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("error: aborted", err=True)
         return 1
-    except click.UsageError as exc:
+    except click_exc.UsageError as exc:
         typer.echo(f"error: {exc.format_message()}", err=True)
         return 2
-    except click.ClickException as exc:
+    except click_exc.ClickException as exc:
         typer.echo(f"error: {exc.format_message()}", err=True)
         return 1
     except KeyboardInterrupt:
