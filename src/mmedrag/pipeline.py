@@ -1,0 +1,259 @@
+"""The one object that answers a question: route → retrieve → fuse → rerank → select → prompt →
+generate → parse, with a trace and timings for every stage.
+
+The CLI (``mmedrag ask``), the REST server, the evaluation runner and the preference builder are
+thin shells around :class:`Pipeline`.
+
+Example:
+    >>> pipe = Pipeline.from_config("config.yaml", index="idx")            # doctest: +SKIP
+    >>> answer = pipe.answer("Is there a pleural effusion?", image="cxr.png",
+    ...                      task="closed_vqa")                             # doctest: +SKIP
+    >>> answer.parsed, [e.number for e in answer.evidence if e.cited]      # doctest: +SKIP
+    ('yes', [1])
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from mmedrag.config import Component, Config
+from mmedrag.errors import UsageError
+from mmedrag.generation.parse import parse_answer, parse_citations
+from mmedrag.generation.prompts import build_messages, check_task
+from mmedrag.generation.protocol import GenerationParams, Generator
+from mmedrag.records import Answer, Evidence, Generation, Hit, Query
+from mmedrag.registry import REGISTRY
+from mmedrag.pipeline_retrieval import RetrievalFlow
+from mmedrag.selection.protocol import Selection
+
+_MAX_TOKENS = {"closed_vqa": 48, "open_vqa": 64, "mcq": 64, "mcq_voc": 256, "report": 256,
+               "longform": 384}
+
+
+class Pipeline:
+    """Answers questions (optionally about an image) with retrieved, selected, cited evidence.
+
+    Args:
+        config: the whole configuration (retrieval, reranker, selector, generator, prompts).
+        index: an open :class:`mmedrag.index.Index`, or None for a pipeline that never retrieves.
+        generator: a ready generator; by default built from ``config.generator`` on first use.
+
+    Example:
+        >>> from mmedrag.config import Config, Component
+        >>> cfg = Config(generator=Component(name="echo"))
+        >>> Pipeline(cfg, index=None).answer("Is this normal?", task="closed_vqa",
+        ...                                  use_rag=False).parsed
+        'no'
+    """
+
+    def __init__(self, config: Config, index: Any | None, generator: Generator | None = None) -> None:
+        self.config = config
+        self.index = index
+        self._generator = generator
+        self._flow = RetrievalFlow(config, index)
+
+    @classmethod
+    def from_config(cls, config: Config | str | Path | None = None,
+                    index: str | Path | Any | None = None) -> Pipeline:
+        """Build from a Config, a YAML path or defaults, and an index folder or open Index."""
+        if config is None:
+            cfg = Config()
+        elif isinstance(config, Config):
+            cfg = config
+        else:
+            cfg = Config.from_yaml(config)
+        if isinstance(index, (str, Path)):
+            from mmedrag.index import Index
+
+            index = Index.open(index)
+        return cls(cfg, index)
+
+    # -- components --------------------------------------------------------------------------
+    @property
+    def generator(self) -> Generator:
+        """The generator (built from ``config.generator`` on first use)."""
+        if self._generator is None:
+            spec = self.config.generator
+            self._generator = REGISTRY.create("generator", spec.name, **spec.options)
+        return self._generator
+
+    def with_overrides(self, selector: Component | None = None, k: int | None = None,
+                       generator: Generator | None = None) -> Pipeline:
+        """A cheap copy sharing the index, encoders and generator, for ablations.
+
+        Example:
+            >>> fixed3 = pipe.with_overrides(selector=Component(name="fixed", options={"k": 3}))  # doctest: +SKIP
+        """
+        update: dict[str, Any] = {}
+        if selector is not None:
+            update["selector"] = selector
+        if k is not None:
+            if k <= 0:
+                raise UsageError(f"k must be positive, got {k}")
+            update["retrieval"] = self.config.retrieval.model_copy(update={"k": k})
+        clone = copy.copy(self)
+        clone.config = self.config.model_copy(update=update)
+        clone._generator = generator if generator is not None else self._generator
+        clone._flow = self._flow.derive(clone.config, keep_selector=selector is None)
+        return clone
+
+    # -- retrieval ---------------------------------------------------------------------------
+    def retrieve(self, question: str = "", image: Any = None, k: int | None = None,
+                 filters: dict[str, Any] | None = None, exclude_ids: set[str] | None = None,
+                 ) -> tuple[list[Hit], Selection, dict[str, Any]]:
+        """Route, retrieve, fuse, rerank and select.
+
+        Args:
+            question: query text (may be empty for image-only retrieval).
+            image: query image (path, bytes or PIL image) or None.
+            k: candidates to retrieve before selection (default ``config.retrieval.k``).
+            filters: store filters (field → value or list of values), e.g. ``{"split": "train"}``.
+            exclude_ids: record ids never to return (e.g. the query's own pair in evaluations).
+
+        Returns:
+            (selected hits, the Selection, trace info with ``domain``, ``route``, ``trace``
+            lines and ``seconds`` per stage).
+        """
+        if self.index is None:
+            raise UsageError("this pipeline has no index: pass index=... or answer with use_rag=False")
+        if not question and image is None:
+            raise UsageError("retrieve needs a question, an image, or both")
+        return self._flow.run(question, image, k or self.config.retrieval.k, filters,
+                              exclude_ids, generator=lambda: self.generator)
+
+    # -- answering ---------------------------------------------------------------------------
+    def answer(self, question: str, image: Any = None, task: str = "open_vqa",
+               options: dict[str, str] | None = None, use_rag: bool = True,
+               retrieval_image: Any = None, evidence: list[Hit] | None = None,
+               params: GenerationParams | None = None, filters: dict[str, Any] | None = None,
+               exclude_ids: set[str] | None = None) -> Answer:
+        """Answer ``question`` (about ``image`` if given) for ``task``.
+
+        Args:
+            question: the question (for "report", e.g. "Describe the findings").
+            image: what the generator sees (path, bytes or PIL image).
+            task: closed_vqa | open_vqa | report | mcq | mcq_voc | longform.
+            options: letter → text for mcq / mcq_voc.
+            use_rag: False skips retrieval entirely.
+            retrieval_image: image used for retrieval (default ``image``); lets experiments
+                retrieve with one image while the model sees another (RAG-PT noise images).
+            evidence: use these hits as evidence and skip retrieval.
+            params: generation parameters (defaults per task).
+            filters: retrieval store filters; exclude_ids: record ids never used as evidence.
+        """
+        check_task(task)
+        if not question.strip() and task != "report":
+            raise UsageError("the question is empty")
+        total_start = time.perf_counter()
+        params = params or GenerationParams(max_tokens=_MAX_TOKENS[task])
+        image = _load(image, "image")
+        retrieval_image = image if retrieval_image is None else _load(retrieval_image, "retrieval image")
+        trace: list[str] = []
+        seconds: dict[str, float] = {}
+        threshold = self.config.retrieve_on_demand
+        if use_rag and evidence is None and threshold is not None:
+            first = self._generate(task, question, image, options, [], params, trace, seconds,
+                                   want_confidence=True)
+            confidence = _confidence(first[0], task)
+            if confidence >= threshold:
+                trace.append(f"retrieve-on-demand: answered without retrieval (confidence "
+                             f"{confidence:.2f} >= threshold {threshold:.2f})")
+                return self._finish(question, task, options, first, [], None, {}, trace,
+                                    seconds, total_start, used_rag=False)
+            trace.append(f"retrieve-on-demand: confidence {confidence:.2f} < threshold "
+                         f"{threshold:.2f}, so evidence was retrieved")
+            seconds["generate_without_retrieval"] = seconds.pop("generate")
+        hits, selection, info = self._evidence(question, retrieval_image, use_rag, evidence,
+                                               filters, exclude_ids)
+        trace.extend(info.get("trace", []))
+        seconds.update(info.get("seconds", {}))
+        result = self._generate(task, question, image, options, hits, params, trace, seconds)
+        return self._finish(question, task, options, result, hits, selection, info, trace,
+                            seconds, total_start, used_rag=use_rag)
+
+    def _evidence(self, question: str, image: Any, use_rag: bool, evidence: list[Hit] | None,
+                  filters: dict[str, Any] | None, exclude_ids: set[str] | None,
+                  ) -> tuple[list[Hit], Selection | None, dict[str, Any]]:
+        if evidence is not None:
+            selection = Selection(hits=list(evidence), k=len(evidence),
+                                  reason=f"{len(evidence)} evidence item(s) given by the caller")
+            return list(evidence), selection, {"trace": ["evidence given by the caller; no retrieval"]}
+        if not use_rag:
+            return [], None, {"trace": ["retrieval off (use_rag=False)"]}
+        if self.index is None:
+            raise UsageError("use_rag=True needs an index (or pass use_rag=False)")
+        return self.retrieve(question, image, None, filters, exclude_ids)
+
+    def _generate(self, task: str, question: str, image: Any, options: dict[str, str] | None,
+                  hits: list[Hit], params: GenerationParams, trace: list[str],
+                  seconds: dict[str, float], want_confidence: bool = False,
+                  ) -> tuple[Generation, list[dict[str, Any]], bool]:
+        generator = self.generator
+        sees = bool(getattr(generator, "sees_images", False)) and image is not None
+        mode = "seen" if sees else ("not_seen" if image is not None else "none")
+        messages = build_messages(task, question, hits, options, image=mode,
+                                  version=self.config.prompt_version)
+        if want_confidence or task == "closed_vqa":
+            params = dataclasses.replace(params, logprobs=True)
+        start = time.perf_counter()
+        generation = generator.generate(messages, [image] if sees else None, params)
+        seconds["generate"] = time.perf_counter() - start
+        model = generation.model or getattr(generator, "name", "the generator")
+        if image is not None and not sees:
+            note = f"the image itself was not seen by {model}"
+            note += "; it reached the model only through the retrieved evidence" if hits else ""
+            if note not in trace:
+                trace.append(note)
+        return generation, messages, sees
+
+    def _finish(self, question: str, task: str, options: dict[str, str] | None,
+                result: tuple[Generation, list[dict[str, Any]], bool], hits: list[Hit],
+                selection: Selection | None, info: dict[str, Any], trace: list[str],
+                seconds: dict[str, float], total_start: float, used_rag: bool) -> Answer:
+        generation, messages, sees = result
+        cited = set(parse_citations(generation.text))
+        evidence = [Evidence(number=n, hit=hit, cited=n in cited)
+                    for n, hit in enumerate(hits, start=1)]
+        unknown = sorted(c for c in cited if c < 1 or c > len(hits))
+        if unknown:
+            trace.append(f"the answer cites evidence that does not exist: {unknown}")
+        for stage in ("route", "retrieve", "rerank", "select", "generate"):
+            seconds.setdefault(stage, 0.0)
+        seconds["total"] = time.perf_counter() - total_start
+        trace.append(f"prompt {self.config.prompt_version}/{task}; generated by "
+                     f"{generation.model or getattr(self.generator, 'name', '?')}: "
+                     f"{generation.tokens_in} tokens in, {generation.tokens_out} out")
+        return Answer(question=question, text=generation.text.strip(),
+                      parsed=parse_answer(task, generation.text, options), evidence=evidence,
+                      domain=info.get("domain"),
+                      selection=selection.to_dict() if selection is not None else {},
+                      trace=trace, tokens_in=generation.tokens_in,
+                      tokens_out=generation.tokens_out,
+                      seconds={k: round(v, 4) for k, v in seconds.items()}, image_seen=sees,
+                      yes_probability=generation.yes_probability, messages=messages,
+                      used_rag=used_rag)
+
+
+def _load(image: Any, what: str) -> Any:
+    if image is None:
+        return None
+    from mmedrag.ingest.images import load_image
+
+    return load_image(image, what=str(image) if isinstance(image, (str, Path)) else what)
+
+
+def _confidence(generation: Generation, task: str) -> float:
+    """Self-assessed confidence: yes/no margin for closed questions, else mean token probability."""
+    if task == "closed_vqa" and generation.yes_probability is not None:
+        return max(generation.yes_probability, 1.0 - generation.yes_probability)
+    if generation.logprobs:
+        return math.exp(sum(generation.logprobs) / len(generation.logprobs))
+    return 0.0
+
+
+__all__ = ["Pipeline", "Query"]

@@ -1,0 +1,200 @@
+"""The retrieval half of :class:`mmedrag.pipeline.Pipeline`: route → retrieve → fuse → rerank →
+select, each stage timed and explained in the trace.
+
+Optional stages (domain router, KG retriever, HyDE) are imported only when configured; a stage
+whose module is absent is skipped and the trace says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mmedrag.config import Component, Config
+from mmedrag.errors import UsageError
+from mmedrag.records import Hit, Query
+from mmedrag.registry import REGISTRY
+from mmedrag.retrieval.hybrid import reciprocal_rank_fusion
+from mmedrag.selection.protocol import Selection
+
+_TEXT_RETRIEVERS = {"dense": ("dense",), "bm25": ("bm25",), "hybrid": ("dense", "bm25")}
+
+
+def _missing_module(exc: ModuleNotFoundError, target: str) -> bool:
+    """True when ``exc`` is about ``target``'s own module (not one of its dependencies)."""
+    module = target.partition(":")[0]
+    return bool(exc.name) and (module == exc.name or module.startswith(f"{exc.name}."))
+
+
+class RetrievalFlow:
+    """Builds the retrieval components of a config once and runs them per query.
+
+    Example:
+        >>> flow = RetrievalFlow(Config(), index)                               # doctest: +SKIP
+        >>> hits, selection, info = flow.run("effusion?", None, 10, None, None)   # doctest: +SKIP
+    """
+
+    def __init__(self, config: Config, index: Any | None) -> None:
+        if config.retrieval.mode not in _TEXT_RETRIEVERS:
+            raise UsageError(f"retrieval.mode must be dense, bm25 or hybrid, got "
+                             f"{config.retrieval.mode!r}")
+        self.config = config
+        self.index = index
+        self._cache: dict[str, Any] = {}
+
+    def derive(self, config: Config, keep_selector: bool) -> RetrievalFlow:
+        """A flow for ``config`` sharing this one's built components."""
+        clone = RetrievalFlow(config, self.index)
+        clone._cache = {k: v for k, v in self._cache.items() if keep_selector or k != "selector"}
+        return clone
+
+    # -- components ----------------------------------------------------------------------------
+    def _component(self, key: str, build: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def _router(self) -> tuple[Any | None, str]:
+        def build() -> tuple[Any | None, str]:
+            from mmedrag.retrieval.router import router_for
+
+            try:
+                router = router_for(self.index)
+            except ModuleNotFoundError as exc:
+                return None, f"domain router unavailable ({exc.name} missing)"
+            return router, "" if router else "no domain router trained for this index"
+        return self._component("router", build)
+
+    def _reranker(self) -> Any | None:
+        spec = self.config.reranker
+        if spec.name == "none":
+            return None
+        return self._component("reranker", lambda: REGISTRY.create("reranker", spec.name,
+                                                                     **spec.options))
+
+    def _selector(self) -> Any:
+        def build() -> Any:
+            spec = self.config.selector
+            options = dict(spec.options)
+            if spec.name == "calibrated" and "calibration" not in options and self.index is not None:
+                calibration = self.index.extra("calibration")
+                if calibration is None:
+                    raise UsageError(f"{self.index.dir}: the calibrated selector needs a "
+                                     "calibration (run 'mmedrag calibrate' first)")
+                options["calibration"] = calibration
+            return REGISTRY.create("selector", spec.name, **options)
+        return self._component("selector", build)
+
+    def _kg(self) -> Any | None:
+        spec: Component | None = self.config.retrieval.kg
+        if spec is None:
+            return None
+        return self._component("kg", lambda: REGISTRY.create("retriever", spec.name,
+                                                             index=self.index, **spec.options))
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, question: str, image: Any, k: int, filters: dict[str, Any] | None,
+            exclude_ids: set[str] | None, generator: Callable[[], Any] | None = None,
+            ) -> tuple[list[Hit], Selection, dict[str, Any]]:
+        """Route, retrieve ``k`` candidates, fuse, rerank and select; see Pipeline.retrieve."""
+        trace: list[str] = []
+        seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        domain, route = self._route(question, image, trace)
+        seconds["route"] = time.perf_counter() - start
+        query = Query(text=question, image=image, domain=domain, filters=dict(filters or {}))
+        start = time.perf_counter()
+        candidates = self._retrieve(query, k, exclude_ids or set(), trace, generator)
+        seconds["retrieve"] = time.perf_counter() - start
+        start = time.perf_counter()
+        reranker = self._reranker()
+        if reranker is not None:
+            candidates = reranker.rerank(query, candidates, k)
+            trace.append(f"reranked by {self.config.reranker.name}")
+        seconds["rerank"] = time.perf_counter() - start
+        start = time.perf_counter()
+        selection = self._selector().select(candidates)
+        seconds["select"] = time.perf_counter() - start
+        trace.append(f"selector {self.config.selector.name}: kept {selection.k} of "
+                     f"{len(candidates)}: {selection.reason}")
+        info = {"domain": domain, "route": route, "trace": trace, "seconds": seconds,
+                "candidates": len(candidates)}
+        return selection.hits, selection, info
+
+    def _route(self, question: str, image: Any, trace: list[str]) -> tuple[str | None, dict]:
+        router, why = self._router()
+        if router is None:
+            trace.append(f"{why}; searched all domains")
+            return None, {}
+        decision = router.route(image=image, text=question)
+        route = {"domain": decision.domain, "probability": decision.probability,
+                 "probabilities": decision.probabilities, "searched_all": decision.searched_all,
+                 "reason": decision.reason}
+        if decision.domain is None or decision.searched_all:
+            trace.append(f"router unsure (p={decision.probability:.2f}): searched all domains"
+                         + (f"; {decision.reason}" if decision.reason else ""))
+            return None, route
+        trace.append(f"routed to domain {decision.domain} (p={decision.probability:.2f})")
+        return decision.domain, route
+
+    def _retrieve(self, query: Query, k: int, exclude: set[str], trace: list[str],
+                  generator: Callable[[], Any] | None) -> list[Hit]:
+        fetch = k + len(exclude)
+        rankings: list[list[Hit]] = []
+        if query.image is not None:
+            rankings.append(self._image_hits(query, fetch, trace))
+        if query.text:
+            text_query = self._hyde(query, trace, generator)
+            rankings.extend(self._text_hits(text_query, fetch))
+            kg = self._kg()
+            if kg is not None:
+                rankings.append(kg.retrieve(query, fetch))
+        rankings = [[h for h in ranking if h.id not in exclude] for ranking in rankings]
+        rankings = [r for r in rankings if r]
+        names = ", ".join(sorted({h.retriever for r in rankings for h in r[:1]}))
+        if exclude:
+            trace.append(f"excluded {len(exclude)} record(s) from the evidence")
+        if len(rankings) == 1:
+            trace.append(f"retrieved {len(rankings[0][:k])} candidates ({names})")
+            return rankings[0][:k]
+        fused = reciprocal_rank_fusion(rankings, k)
+        trace.append(f"retrieved {len(fused)} candidates: {names} fused by reciprocal rank")
+        return fused
+
+    def _image_hits(self, query: Query, fetch: int, trace: list[str]) -> list[Hit]:
+        from mmedrag.retrieval.router import image_retriever_for
+
+        if self.index.image_store is None and not self.index.extra("image_text"):
+            trace.append("the index has no image store: retrieved by the question text only")
+            return []
+        retriever = self._component("image_retriever", lambda: image_retriever_for(self.index))
+        return retriever.retrieve(query, fetch)
+
+    def _text_hits(self, query: Query, fetch: int) -> list[list[Hit]]:
+        from mmedrag.retrieval.bm25 import BM25Retriever
+        from mmedrag.retrieval.dense import DenseRetriever
+
+        builders = {"dense": lambda: DenseRetriever(self.index), "bm25": lambda: BM25Retriever(self.index)}
+        text_only = Query(text=query.text, domain=query.domain, filters=query.filters)
+        out = []
+        for name in _TEXT_RETRIEVERS[self.config.retrieval.mode]:
+            if name == "bm25" and not self.index.meta.get("bm25", True):
+                continue
+            retriever = self._component(f"text-{name}", builders[name])
+            out.append(retriever.retrieve(text_only, fetch))
+        return out
+
+    def _hyde(self, query: Query, trace: list[str], generator: Callable[[], Any] | None) -> Query:
+        if not self.config.retrieval.hyde or generator is None:
+            return query
+        try:
+            from mmedrag.retrieval import hyde
+        except ModuleNotFoundError as exc:
+            if exc.name != "mmedrag.retrieval.hyde":
+                raise
+            trace.append("HyDE configured but mmedrag.retrieval.hyde is not installed: skipped")
+            return query
+        text = hyde.hypothetical_query(query.text, generator())
+        trace.append("HyDE: retrieved with a hypothetical document written by the generator")
+        return Query(text=text, image=query.image, domain=query.domain, filters=query.filters)

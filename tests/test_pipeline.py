@@ -1,0 +1,116 @@
+"""Pipeline logic on a real index built from the packaged sample, with the rule-based echo
+generator (exact expectations) and one real llama.cpp run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from mmedrag.config import Component, Config
+from mmedrag.errors import UsageError
+from mmedrag.pipeline import Pipeline
+
+SPLEEN_IMAGE = "images/synpic19605.jpg"
+SPLEEN_ID = "vqarad_synpic19605"
+
+
+def _config(**update) -> Config:
+    base = {"generator": {"name": "echo"}, "selector": {"name": "fixed", "options": {"k": 3}}}
+    return Config.model_validate({**base, **update})
+
+
+@pytest.fixture(scope="module")
+def pipe(hashing_index) -> Pipeline:
+    return Pipeline(_config(), hashing_index)
+
+
+def test_rag_answer_cites_retrieved_evidence(pipe, sample_dir) -> None:
+    answer = pipe.answer("Is the spleen normal size?", image=sample_dir / SPLEEN_IMAGE,
+                         task="closed_vqa")
+    assert answer.used_rag
+    assert len(answer.evidence) == 3
+    assert answer.evidence[0].hit.id == SPLEEN_ID          # image→image finds its own pair
+    assert [e.cited for e in answer.evidence] == [True, False, False]
+    assert answer.parsed == "yes"                            # its pair says "A: Yes." many times
+    assert answer.selection["k"] == 3
+    assert not answer.image_seen
+    assert any("image itself was not seen by echo" in line for line in answer.trace)
+    assert set(answer.seconds) >= {"route", "retrieve", "rerank", "select", "generate", "total"}
+    assert answer.seconds["total"] >= answer.seconds["retrieve"]
+    assert "[1]" in answer.messages[-1]["content"]
+    json.loads(answer.to_json())
+
+
+def test_no_rag_skips_retrieval(pipe, sample_dir) -> None:
+    answer = pipe.answer("Is the spleen normal size?", image=sample_dir / SPLEEN_IMAGE,
+                         task="closed_vqa", use_rag=False)
+    assert not answer.used_rag and answer.evidence == []
+    assert answer.seconds["retrieve"] == 0.0
+    assert "Evidence" not in answer.messages[-1]["content"]
+    assert answer.yes_probability == pytest.approx(0.5)
+
+
+def test_exclude_ids_removes_the_query_pair(pipe, sample_dir) -> None:
+    answer = pipe.answer("Is the spleen normal size?", image=sample_dir / SPLEEN_IMAGE,
+                         task="closed_vqa", exclude_ids={SPLEEN_ID})
+    assert SPLEEN_ID not in [e.hit.id for e in answer.evidence]
+    assert any("excluded 1 record" in line for line in answer.trace)
+
+
+def test_retrieval_image_differs_from_seen_image(pipe, sample_dir) -> None:
+    noise = Image.new("RGB", (64, 64), color=(127, 127, 127))
+    question = "Describe the image"
+    real_hits, _, _ = pipe.retrieve(question, sample_dir / SPLEEN_IMAGE)
+    noise_hits, _, _ = pipe.retrieve(question, noise)
+    answer = pipe.answer(question, image=noise, task="open_vqa",
+                         retrieval_image=sample_dir / SPLEEN_IMAGE)
+    assert [e.hit.id for e in answer.evidence] == [h.id for h in real_hits]
+    assert [h.id for h in noise_hits] != [h.id for h in real_hits]
+    assert any("not seen by echo" in line for line in answer.trace)
+
+
+def test_given_evidence_skips_retrieval(pipe, hashing_index) -> None:
+    records = hashing_index.get([SPLEEN_ID])
+    from mmedrag.records import Hit
+
+    hits = [Hit(record=records[0], score=1.0, retriever="given")]
+    answer = pipe.answer("Is the spleen normal size?", task="closed_vqa", evidence=hits)
+    assert [e.hit.id for e in answer.evidence] == [SPLEEN_ID]
+    assert answer.parsed == "yes" and answer.evidence[0].cited
+    assert "given by the caller" in answer.selection["reason"]
+
+
+def test_retrieve_on_demand(hashing_index) -> None:
+    low = Pipeline(_config(retrieve_on_demand=0.9), hashing_index)
+    answer = low.answer("What is seen in the kidney?", task="open_vqa")
+    assert answer.used_rag and answer.evidence
+    assert any("so evidence was retrieved" in line for line in answer.trace)
+    assert "generate_without_retrieval" in answer.seconds
+    high = Pipeline(_config(retrieve_on_demand=0.1), hashing_index)
+    answer = high.answer("What is seen in the kidney?", task="open_vqa")
+    assert not answer.used_rag and answer.evidence == []
+    assert any("answered without retrieval" in line for line in answer.trace)
+
+
+def test_mcq_and_with_overrides(pipe) -> None:
+    options = {"A": "nephroblastomatosis", "B": "appendicitis", "C": "fracture"}
+    answer = pipe.answer("What is seen in the posterolateral kidney?", task="mcq", options=options)
+    assert answer.parsed == "A"
+    one = pipe.with_overrides(selector=Component(name="fixed", options={"k": 1}), k=4)
+    assert one.index is pipe.index and one.generator is pipe.generator
+    answer = one.answer("What is seen in the posterolateral kidney?", task="mcq", options=options)
+    assert len(answer.evidence) == 1 and pipe.config.selector.options["k"] == 3
+    hits, selection, info = one.retrieve("kidney lesion")
+    assert info["candidates"] == 4 and selection.k == 1
+
+
+def test_bad_usage_is_reported(pipe) -> None:
+    with pytest.raises(UsageError, match="unknown task"):
+        pipe.answer("x", task="essay")
+    with pytest.raises(UsageError, match="needs options"):
+        pipe.answer("x", task="mcq")
+    with pytest.raises(UsageError, match="no index"):
+        Pipeline(_config(), None).retrieve("x")
+    assert Pipeline(_config(), None).answer("Is it?", task="closed_vqa", use_rag=False).parsed == "no"
