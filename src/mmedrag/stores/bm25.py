@@ -1,7 +1,9 @@
 """Sparse BM25 retrieval over record texts with bm25s (stemmed, English stop words).
 
 bm25s has no incremental add, so the index is rebuilt from the records when their count changes
-(``BM25Index.sync``); building ~41k chunks takes seconds.
+(``Index`` does this after an ingest); building ~41k chunks takes seconds. The scoring variant
+(``lucene`` by default; ``robertson`` is the classic Okapi BM25 of rank_bm25) and k1/b are saved
+with the index, so a reopened index scores as it was built.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mmedrag.errors import optional_import
+from mmedrag.errors import UsageError, optional_import
+
+METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 
 
 def _stemmer():  # noqa: ANN202
@@ -36,8 +40,12 @@ class BM25Index:
         'a'
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, method: str = "lucene", k1: float = 1.5,
+                 b: float = 0.75) -> None:
+        if method not in METHODS:
+            raise UsageError(f"BM25 method must be one of {', '.join(METHODS)}, got {method!r}")
         self.path = Path(path)
+        self.method, self.k1, self.b = method, float(k1), float(b)
         self._model = None
         self._ids: list[str] = []
         self._stemmer = _stemmer()
@@ -50,8 +58,11 @@ class BM25Index:
         return bm25s.tokenize(texts, stopwords="en", stemmer=self._stemmer, show_progress=False)
 
     def build(self, ids: list[str], texts: list[str]) -> None:
+        """Index ``texts`` under ``ids`` (replacing what was there) and save atomically."""
+        if len(ids) != len(texts):
+            raise UsageError(f"BM25 build: {len(ids)} ids but {len(texts)} texts")
         bm25s = optional_import("bm25s", extra="core")
-        model = bm25s.BM25()
+        model = bm25s.BM25(method=self.method, k1=self.k1, b=self.b)
         if texts:
             model.index(self._tokenize(texts), show_progress=False)
         self._model = model if texts else None
@@ -66,8 +77,12 @@ class BM25Index:
         tmp.mkdir(parents=True)
         if self._model is not None:
             self._model.save(str(tmp / "model"))
-        (tmp / "bm25.json").write_text(json.dumps({"ids": self._ids, "built_for": self.built_for}))
+        (tmp / "bm25.json").write_text(json.dumps({
+            "ids": self._ids, "built_for": self.built_for, "method": self.method, "k1": self.k1,
+            "b": self.b, "stemmer": self._stemmer is not None}))
         old = self.path.with_name(self.path.name + ".old")
+        if old.exists():  # left by a crash between the two renames below
+            shutil.rmtree(old)
         if self.path.exists():
             os.replace(self.path, old)
         os.replace(tmp, self.path)
@@ -79,6 +94,8 @@ class BM25Index:
         meta = json.loads((self.path / "bm25.json").read_text())
         self._ids = meta["ids"]
         self.built_for = meta["built_for"]
+        self.method = meta.get("method", self.method)
+        self.k1, self.b = float(meta.get("k1", self.k1)), float(meta.get("b", self.b))
         self._model = bm25s.BM25.load(str(self.path / "model")) if (self.path / "model").exists() else None
 
     def __len__(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedrag.errors import MmedragError
+from mmedrag.errors import IndexMismatchError, MmedragError
 from mmedrag.records import Hit, Record
 
 _SCHEMA = """
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
 """
+_RESERVED = frozenset({"id", "text", "image", "domain", "title"})
 
 
 class EmbeddedStore:
@@ -68,10 +69,13 @@ class EmbeddedStore:
             self._set_state("dim", str(self.dim))
             self._db.commit()
         elif int(stored_dim) != self.dim:
-            raise MmedragError(f"{self.path}: store holds {stored_dim}-d vectors, opened with {self.dim}")
+            self._db.close()
+            raise IndexMismatchError(
+                f"{self.path}: store holds {stored_dim}-d vectors, opened with {self.dim}")
         self._loaded = False
         self._ann: Any = None
         self._ann_covers = 0  # number of in-memory rows the graph holds
+        self._ann_dirty = False  # graph holds rows its saved copy lacks
 
     # -- state -----------------------------------------------------------------------------
     def _state(self, key: str) -> str | None:
@@ -87,8 +91,8 @@ class EmbeddedStore:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(records) != len(vectors):
             raise MmedragError(f"add: {len(records)} records but {len(vectors)} vectors")
-        if len(records) and vectors.shape[1] != self.dim:
-            raise MmedragError(f"add: vectors are {vectors.shape[1]}-d, store is {self.dim}-d")
+        if len(records) and (vectors.ndim != 2 or vectors.shape[1] != self.dim):
+            raise MmedragError(f"add: vectors are {vectors.shape[-1]}-d, store is {self.dim}-d")
         with self._lock:
             before = self._db.total_changes
             with self._db:  # one transaction
@@ -147,9 +151,13 @@ class EmbeddedStore:
 
     def vectors(self, ids: list[str]) -> np.ndarray:
         """Stored vectors for ``ids`` (unknown ids raise)."""
-        self._ensure_loaded()
-        rows = [self._row_of[i] for i in ids]
-        return self._matrix()[rows]
+        with self._lock:
+            self._ensure_loaded()
+            missing = [i for i in ids if i not in self._row_of]
+            if missing:
+                raise MmedragError(f"{self.path}: unknown ids {missing[:5]}")
+            rows = [self._row_of[i] for i in ids]
+            return self._matrix()[rows]
 
     def iter_records(self, batch: int = 1000) -> Iterator[Record]:
         last = 0
@@ -236,7 +244,7 @@ class EmbeddedStore:
         if self._ann_covers < len(self._ids):
             self._ann.add(self._matrix()[self._ann_covers:])
             self._ann_covers = len(self._ids)
-            self.save_graph()
+            self._ann_dirty = True
         assert isinstance(self._ann, faiss.Index)
         return self._ann
 
@@ -246,11 +254,16 @@ class EmbeddedStore:
         meta_path, graph_path = self.path / "hnsw.json", self.path / "hnsw.faiss"
         epoch = self._state("delete_epoch") or "0"
         if meta_path.exists() and graph_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("epoch") == epoch and meta.get("rows", 0) <= len(self._ids) and \
-                    meta.get("m") == self.m:
-                index = faiss.read_index(str(graph_path))
-                self._ann_covers = int(meta["rows"])
+            try:
+                meta = json.loads(meta_path.read_text())
+                index = (faiss.read_index(str(graph_path))
+                         if meta.get("epoch") == epoch and meta.get("m") == self.m else None)
+            except (ValueError, RuntimeError):  # torn cache file: rebuild
+                index = None
+            # the graph file is replaced before its sidecar: a crash between the two leaves
+            # counts that disagree, and the graph is rebuilt rather than trusted
+            if index is not None and index.ntotal == meta.get("rows") <= len(self._ids):
+                self._ann_covers = int(index.ntotal)
                 return index
         index = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = self.ef_construction
@@ -269,6 +282,7 @@ class EmbeddedStore:
         meta = {"rows": self._ann_covers, "epoch": self._state("delete_epoch") or "0", "m": self.m}
         (self.path / "hnsw.json.tmp").write_text(json.dumps(meta))
         os.replace(self.path / "hnsw.json.tmp", self.path / "hnsw.json")
+        self._ann_dirty = False
 
     def build_ann(self) -> None:
         """Build (or catch up) the HNSW graph now rather than at the first large search."""
@@ -276,6 +290,8 @@ class EmbeddedStore:
             self._ensure_loaded()
             if len(self._ids) >= self.exact_below:
                 self._graph()
+                if self._ann_dirty:
+                    self.save_graph()
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -299,7 +315,7 @@ class EmbeddedStore:
             n = len(self._ids)
             self._fields["domain"].append(record.get("domain", ""))
             for key, value in (record.get("meta") or {}).items():
-                if key != "domain" and isinstance(value, (str, int, float, bool)):
+                if key not in _RESERVED and isinstance(value, (str, int, float, bool)):
                     column = self._fields.setdefault(key, [None] * (n - 1))
                     column.append(value)
             for column in self._fields.values():
@@ -329,7 +345,8 @@ class EmbeddedStore:
         return mask
 
     def close(self) -> None:
+        """Save a grown HNSW graph and close the database (closing twice is harmless)."""
         with self._lock:
-            if self._ann is not None and self._ann_covers:
+            if self._ann is not None and self._ann_dirty:
                 self.save_graph()
             self._db.close()
