@@ -58,7 +58,8 @@ def gap_statistics(scores: list[float]) -> tuple[list[float], str]:
     if len(scores) < 2:
         return [], "log-ratio"
     if all(s > 0 for s in scores):
-        return [math.log(a / b) for a, b in zip(scores, scores[1:])], "log-ratio"
+        logs = [math.log(s) for s in scores]  # log a − log b: no overflow for tiny b
+        return [a - b for a, b in zip(logs, logs[1:])], "log-ratio"
     scale = max(abs(s) for s in scores)
     if scale == 0:
         return [0.0] * (len(scores) - 1), "relative-difference"
