@@ -69,34 +69,38 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
 
 
 def closed_vqa_metrics(stats: Sequence[dict[str, Any]], positive: str = "yes") -> dict[str, Any]:
-    """Yes/no metrics with ``positive`` as the positive class.
+    """Closed-question metrics with ``positive`` as the positive class.
 
     Each stats dict holds ``pred`` (parsed answer or None = unparseable, counted wrong), ``ref``,
-    and optionally ``prob`` (the model's probability of ``positive``). Returns accuracy,
-    precision, recall, F1 (of the positive class), AUC when every sample has a probability,
-    the majority-class baseline (accuracy of always answering the most frequent reference) and
-    the share of unparseable answers.
+    optionally ``correct`` (else ``pred == ref``) and ``prob`` (the model's probability of
+    ``positive``). Accuracy and the majority-class baseline (accuracy of always answering the most
+    frequent reference) cover every sample; precision, recall and F1 of the positive class, AUC
+    (when every yes/no sample has a probability) and the unparseable share cover the yes/no
+    samples (``n_yes_no``).
     """
     n = len(stats)
     if n == 0:
         return {"n": 0}
-    refs = [s["ref"] for s in stats]
-    preds = [s.get("pred") for s in stats]
+    correct = [bool(s["correct"]) if s.get("correct") is not None else s.get("pred") == s["ref"]
+               for s in stats]
+    binary = [s for s in stats if s["ref"] in (positive, "no")]
+    refs = [s["ref"] for s in binary]
+    preds = [s.get("pred") for s in binary]
     tp = sum(p == positive and r == positive for p, r in zip(preds, refs))
     fp = sum(p == positive and r != positive for p, r in zip(preds, refs))
     fn = sum(p != positive and r == positive for p, r in zip(preds, refs))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    majority_label, majority_count = Counter(refs).most_common(1)[0]
+    majority_label, majority_count = Counter(s["ref"] for s in stats).most_common(1)[0]
     out: dict[str, Any] = {
-        "n": n, "accuracy": sum(p == r for p, r in zip(preds, refs)) / n,
+        "n": n, "accuracy": sum(correct) / n, "majority_baseline": majority_count / n,
+        "majority_label": majority_label, "n_yes_no": len(binary),
         "precision": precision, "recall": recall, "f1": f1,
-        "majority_baseline": majority_count / n, "majority_label": majority_label,
-        "unparsed_rate": sum(p is None for p in preds) / n,
+        "unparsed_rate": sum(p is None for p in preds) / len(binary) if binary else 0.0,
     }
-    probs = [s.get("prob") for s in stats]
-    if all(p is not None for p in probs):
+    probs = [s.get("prob") for s in binary]
+    if binary and all(p is not None for p in probs):
         out["auc"] = roc_auc([int(r == positive) for r in refs], [float(p) for p in probs])
     return out
 
@@ -140,7 +144,8 @@ def bootstrap_ci(stats: Sequence[dict[str, Any]],
     for _ in range(resamples):
         idx = rng.integers(0, n, size=n)
         for key, value in aggregate([stats[i] for i in idx]).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "n":
+            if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and key != "n" and not key.startswith("n_")):
                 if not math.isnan(float(value)):
                     draws.setdefault(key, []).append(float(value))
     tail = (1.0 - level) / 2.0 * 100.0
