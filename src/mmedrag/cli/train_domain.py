@@ -1,0 +1,66 @@
+"""``mmedrag train domain``: fit the domain router (calibrated linear probe over image features)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def format_confusion(columns: list[str], labels: list[str], matrix: list[list[int]]) -> str:
+    """Confusion matrix as aligned text (rows: truth, columns: prediction)."""
+    width = max(8, *(len(c) + 2 for c in columns), *(len(label) + 2 for label in labels))
+    lines = ["truth \\ pred".ljust(width) + "".join(c.rjust(width) for c in columns)]
+    for label, row in zip(labels, matrix):
+        lines.append(label.ljust(width) + "".join(str(v).rjust(width) for v in row))
+    return "\n".join(lines)
+
+
+def domain_command(
+    manifest: list[Path] = typer.Argument(..., help="Labelled JSONL/CSV manifests (images relative to each)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the router in."),
+    field: str = typer.Option("domain", "--field", help="Label field: domain, modality, organ, ..."),
+    split_field: Optional[str] = typer.Option(None, help="Use the manifest's own split field (train/dev)."),
+    val_fraction: float = typer.Option(0.2, help="Held-out share of cases/patients without --split-field."),
+    features: str = typer.Option("handcrafted", help="handcrafted | thumbnail | tower:PATH | handcrafted+tower:PATH"),
+    threshold: float = typer.Option(0.5, help="Below this top probability the router searches all domains."),
+    seed: int = typer.Option(0, help="Split and model seed."),
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Register the router with this index."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Train a domain classifier over image embeddings, split by case/patient id.
+
+    Example: mmedrag train domain medpix/pairs.jsonl --field modality --split-field split --out models/domain
+    """
+    from mmedrag.errors import UsageError
+    from mmedrag.training.domain import train_domain
+
+    if index is not None and not (index / "index.json").exists():
+        raise UsageError(f"{index}: not an index (no index.json)")
+    report = train_domain(manifest, out, field=field, split_field=split_field,
+                          val_fraction=val_fraction, features=features, threshold=threshold,
+                          seed=seed, progress=not as_json)
+    if index is not None:
+        from mmedrag.index import Index
+
+        opened = Index.open(index)
+        opened.set_extra("router", {"path": str(out.resolve()), "threshold": threshold,
+                                    "field": field})
+        report["registered"] = str(index)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    typer.echo(f"router saved to {out} ({field}: {', '.join(report['labels'])})")
+    typer.echo(f"train {report['train']} images / {report['train_groups']} cases; held out "
+               f"{report['validation']} images / {report['validation_groups']} cases")
+    typer.echo(f"accuracy {report['accuracy']:.3f} (top-1 {report['accuracy_top1']:.3f}, "
+               f"{report['fallback']} routed to all domains at threshold {threshold})")
+    typer.echo(format_confusion(report["columns"], report["labels"], report["confusion"]))
+    if index is not None:
+        typer.echo(f"registered with {index}")
+
+
+def register(train_app: typer.Typer) -> None:
+    train_app.command("domain")(domain_command)

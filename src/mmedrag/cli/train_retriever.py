@@ -1,0 +1,84 @@
+"""``mmedrag train retriever``: contrastive image→report retriever for one domain (or all)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def retriever_command(
+    manifest: Path = typer.Argument(..., help="Image–report manifest (JSONL/CSV)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained retriever and checkpoints."),
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="Train on this domain's rows only."),
+    domain_field: str = typer.Option("domain", help="Field holding the domain (e.g. modality)."),
+    text_field: Optional[str] = typer.Option(None, help="Report field (default text/report/caption)."),
+    split_field: Optional[str] = typer.Option(None, help="Manifest split field: train rows train, dev rows validate."),
+    val_fraction: float = typer.Option(0.1, help="Validation share of cases/patients without --split-field."),
+    case_text: Optional[Path] = typer.Option(None, help="cases.jsonl with case-level text (findings, diagnosis)."),
+    aux_fields: str = typer.Option("modality,plane,location", help="Manifest labels learnt as auxiliary heads."),
+    model: str = typer.Option("tower", help="tower (offline default) | an open_clip model id or hf-hub: path."),
+    pretrained: Optional[str] = typer.Option(None, help="open_clip pretrained tag or checkpoint file."),
+    epochs: int = typer.Option(40, help="Maximum epochs."),
+    batch_size: int = typer.Option(64, help="In-batch negatives per step."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (one-cycle)."),
+    size: int = typer.Option(112, help="Image side in pixels (tower)."),
+    patience: int = typer.Option(8, help="Stop after this many epochs without a better validation recall."),
+    seed: int = typer.Option(0, help="Random seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
+    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Register the retriever with this index."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Train image→report retrieval with symmetric InfoNCE (validation split by case/patient).
+
+    Example: mmedrag train retriever medpix/pairs.jsonl --split-field split --domain-field modality --domain CT --out models/ct
+    """
+    from mmedrag.errors import UsageError
+    from mmedrag.training.contrastive import TowerTrainConfig
+
+    if index is not None and not (index / "index.json").exists():
+        raise UsageError(f"{index}: not an index (no index.json)")
+    opened = None
+    if index is not None:
+        from mmedrag.index import Index
+
+        opened = Index.open(index)
+    if model == "tower":
+        from mmedrag.training.retriever import train_retriever
+
+        cfg = TowerTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, size=size,
+                               patience=patience, seed=seed)
+        summary = train_retriever(
+            manifest, out, domain=domain, domain_field=domain_field, text_field=text_field,
+            split_field=split_field, val_fraction=val_fraction,
+            aux_fields=tuple(f for f in aux_fields.split(",") if f), case_text=case_text,
+            config=cfg, text_encoder=opened.text_encoder if opened else None, resume=resume,
+            progress=not as_json)
+    else:
+        from mmedrag.training.clip_finetune import ClipTrainConfig, finetune_open_clip
+
+        summary = finetune_open_clip(
+            manifest, out, model, pretrained=pretrained, domain=domain,
+            domain_field=domain_field, text_field=text_field, split_field=split_field,
+            val_fraction=val_fraction, resume=resume, progress=not as_json,
+            config=ClipTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                                   patience=patience, seed=seed))
+    if opened is not None:
+        opened.set_extra("image_text", {"path": str(out.resolve()), "domain": domain})
+        summary["registered"] = str(index)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    typer.echo(f"retriever saved to {out} (domain {domain or 'all'}; {summary['train_pairs']} "
+               f"train / {summary['val_pairs']} validation pairs; {summary['seconds']} s)")
+    val = summary.get("val") or {}
+    typer.echo(f"best epoch {summary['best_epoch']}: " +
+               "  ".join(f"{k} {v:.3f}" for k, v in val.items()))
+    if opened is not None:
+        typer.echo(f"registered with {index}")
+
+
+def register(train_app: typer.Typer) -> None:
+    train_app.command("retriever")(retriever_command)

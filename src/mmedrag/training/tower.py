@@ -1,0 +1,160 @@
+"""The project's own image tower, its batch augmentation, and the symmetric InfoNCE loss.
+
+The tower is a small CNN over letterboxed grey images plus a fixed intensity-histogram branch; a
+projection maps it into a frozen text encoder's space (384-d for all-MiniLM-L6-v2) and optional
+auxiliary heads predict manifest labels (modality, plane, body region) during training.
+
+Example:
+    >>> import torch
+    >>> tower = ImageTower(out_dim=384, aux_classes={"modality": 2})
+    >>> emb, aux = tower(torch.rand(4, 1, 96, 96))
+    >>> emb.shape, aux["modality"].shape
+    (torch.Size([4, 384]), torch.Size([4, 2]))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HIST_BINS = 32
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True))
+
+
+def intensity_histogram(pixels: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
+    """Per-image grey-level histogram of the non-black pixels (fractions), ``(n, bins)``."""
+    flat = pixels.flatten(1).clamp(0, 1)
+    index = (flat * (bins - 1)).round().long()
+    hist = torch.zeros(flat.shape[0], bins, device=flat.device)
+    hist.scatter_add_(1, index, torch.ones_like(flat))
+    return torch.sqrt(hist / flat.shape[1])
+
+
+class ImageTower(nn.Module):
+    """Small CNN + histogram branch → L2-normalised embedding (+ auxiliary label logits).
+
+    Args:
+        out_dim: embedding width (the frozen text encoder's dimension).
+        width: channels of the first stage (doubles twice; 32 → ≈1.2 M parameters).
+        aux_classes: label field → number of classes, for auxiliary classification heads.
+    """
+
+    def __init__(self, out_dim: int = 384, width: int = 32,
+                 aux_classes: dict[str, int] | None = None, dropout: float = 0.2) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(1, w, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            _block(w, w, 2), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2), _block(4 * w, 6 * w, 2))
+        feat = 6 * w * 2 + HIST_BINS
+        self.trunk = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat, 512), nn.ReLU(inplace=True))
+        self.project = nn.Linear(512, out_dim)
+        self.aux = nn.ModuleDict({name: nn.Linear(512, n) for name, n in (aux_classes or {}).items()})
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The 512-d trunk features (before projection)."""
+        maps = self.features(pixels * 2 - 1)
+        pooled = torch.cat([maps.mean((2, 3)), maps.amax((2, 3)),
+                            intensity_histogram(pixels)], dim=1)
+        return self.trunk(pooled)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        hidden = self.embed(pixels)
+        emb = F.normalize(self.project(hidden), dim=-1)
+        return emb, {name: head(hidden) for name, head in self.aux.items()}
+
+
+def augment(pixels: torch.Tensor, generator: torch.Generator | None = None,
+            strength: float = 1.0) -> torch.Tensor:
+    """Random affine (scale, rotation, shift), contrast/gamma jitter and cut-out, batched.
+
+    No horizontal flip: reports name sides, and a flip would make "left" wrong.
+    """
+    n = pixels.shape[0]
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=generator)
+
+    s = strength
+    scale = uniform(1 - 0.25 * s, 1 + 0.1 * s)
+    angle = uniform(-12 * s, 12 * s) * math.pi / 180
+    tx, ty = uniform(-0.1 * s, 0.1 * s), uniform(-0.1 * s, 0.1 * s)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
+    out = F.grid_sample(pixels, grid, align_corners=False, padding_mode="zeros")
+    gamma = torch.exp(uniform(-0.3 * s, 0.3 * s)).view(n, 1, 1, 1)
+    contrast = uniform(1 - 0.2 * s, 1 + 0.2 * s).view(n, 1, 1, 1)
+    bright = uniform(-0.08 * s, 0.08 * s).view(n, 1, 1, 1)
+    out = (out.clamp(1e-4, 1) ** gamma) * contrast + bright
+    size = pixels.shape[-1]
+    cut = max(1, int(size * 0.25 * s))
+    ys = torch.randint(0, size - cut + 1, (n,), generator=generator)
+    xs = torch.randint(0, size - cut + 1, (n,), generator=generator)
+    mask = torch.ones_like(out)
+    for i in range(n):
+        if torch.rand(1, generator=generator).item() < 0.5:
+            mask[i, :, ys[i]:ys[i] + cut, xs[i]:xs[i] + cut] = 0
+    return (out * mask).clamp(0, 1)
+
+
+class LogitScale(nn.Module):
+    """Learnable inverse temperature ``exp(t)``, initialised to 1/0.07 and capped at 100."""
+
+    def __init__(self, initial: float = 1 / 0.07) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(math.log(initial)))
+
+    def forward(self) -> torch.Tensor:
+        return self.log_scale.exp().clamp(max=100.0)
+
+
+def info_nce(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor | float,
+             positives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE: ``(L_img + L_txt) / 2`` over the in-batch similarity matrix.
+
+    ``positives[i, j] > 0`` marks text j as a (weighted) match of image i, for captions that
+    repeat across images of a case; the default is the identity (one positive per row).
+    With all embeddings identical and identity positives the loss equals ``log N``.
+    """
+    logits = scale * image_emb @ text_emb.T
+    if positives is None:
+        positives = torch.eye(logits.shape[0], device=logits.device)
+    row = positives / positives.sum(1, keepdim=True).clamp(min=1e-12)
+    col = positives.T / positives.T.sum(1, keepdim=True).clamp(min=1e-12)
+    loss_img = -(row * F.log_softmax(logits, dim=1)).sum(1).mean()
+    loss_txt = -(col * F.log_softmax(logits.T, dim=1)).sum(1).mean()
+    return (loss_img + loss_txt) / 2
+
+
+def positive_matrix(texts: list[str], groups: list[str] | None = None,
+                    group_weight: float = 0.0) -> torch.Tensor:
+    """1 where captions are identical, ``group_weight`` where only the case matches, else 0."""
+    n = len(texts)
+    pos = torch.zeros(n, n)
+    for i in range(n):
+        for j in range(n):
+            if texts[i] == texts[j]:
+                pos[i, j] = 1.0
+            elif groups is not None and group_weight and groups[i] == groups[j]:
+                pos[i, j] = group_weight
+    return pos
+
+
+def tower_config(model: ImageTower) -> dict[str, Any]:
+    """Constructor arguments that rebuild ``model`` (saved beside its weights)."""
+    return {"out_dim": model.project.out_features,
+            "width": model.features[0].out_channels,
+            "aux_classes": {k: v.out_features for k, v in model.aux.items()}}
