@@ -40,6 +40,9 @@ LOG = logging.getLogger("mmedrag.server")
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+# /docs (Swagger UI) loads its scripts from a CDN, so it gets no CSP; everything else does.
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+                    "content-security-policy": CSP}
 
 _OBJ = {"type": "object"}
 _ANSWER_BODY = {"requestBody": {"required": True, "content": {
@@ -97,18 +100,9 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
     _install_routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if not request.url.path.startswith("/docs"):
-            response.headers.setdefault("Content-Security-Policy", CSP)
-        return response
-
-    # Added last, so outermost: keys and sizes are checked before anything reads the body.
+    # Pure ASGI and outermost: keys and sizes are checked before anything reads the body.
     app.add_middleware(GuardMiddleware, api_key=api_key,
-                       max_body=int(max_upload_mb * 1024 * 1024))
+                       max_body=int(max_upload_mb * 1024 * 1024), headers=SECURITY_HEADERS)
     return app
 
 
@@ -119,7 +113,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return _error(413, "request body is over the upload limit")
+        return _error(413, str(exc))
 
     @app.exception_handler(Busy)
     async def busy(_: Request, exc: Busy) -> JSONResponse:

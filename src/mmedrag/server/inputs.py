@@ -21,9 +21,11 @@ import io
 import json
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from PIL import Image
 
@@ -89,7 +91,10 @@ def decode_image(data: bytes, name: str) -> Image.Image:
                 path = Path(tmp) / "upload.dcm"
                 path.write_bytes(data)
                 return load_image(path)
-        with Image.open(io.BytesIO(data)) as probe:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            probe = Image.open(io.BytesIO(data))
+        with probe:
             if probe.width * probe.height > MAX_IMAGE_PIXELS:
                 raise BadRequest(f"image '{name}' is {probe.width}x{probe.height} pixels, over "
                                  f"the limit of {MAX_IMAGE_PIXELS}", status=413)
@@ -98,6 +103,8 @@ def decode_image(data: bytes, name: str) -> Image.Image:
         raise BadRequest(f"'{name}' is not a readable image (PNG, JPEG or DICOM expected)") from None
     except BadRequest:
         raise
+    except Image.DecompressionBombError:
+        raise BadRequest(f"image '{name}' has too many pixels (decompression bomb?)", 413) from None
     except Exception as exc:  # PIL raises assorted errors on hostile files
         raise BadRequest(f"'{name}' is not a readable image ({exc.__class__.__name__})") from None
 
@@ -192,6 +199,15 @@ def parse_body(raw: bytes, content_type: str, image_field: str = "image") -> Bod
             else:
                 out.fields[part.name] = decode_text(part.data, part.name)
         return out
+    if media == "application/x-www-form-urlencoded":
+        try:
+            out.fields = dict(parse_qsl(decode_text(raw, "request body"), keep_blank_values=True,
+                                        encoding="utf-8", errors="strict", max_num_fields=32))
+        except UnicodeDecodeError:
+            raise BadRequest("a form field is not valid UTF-8") from None
+        except ValueError as exc:
+            raise BadRequest(f"malformed form body: {exc}") from None
+        return out
     if media in ("application/json", "") and raw.strip():
         out.fields = parse_json(raw)
         value = out.fields.pop(f"{image_field}_b64", None)
@@ -201,8 +217,8 @@ def parse_body(raw: bytes, content_type: str, image_field: str = "image") -> Bod
         return out
     if not raw.strip():
         raise BadRequest("empty request body: send JSON or multipart/form-data")
-    raise BadRequest(f"unsupported Content-Type {media!r}: send application/json or "
-                     "multipart/form-data", status=415)
+    raise BadRequest(f"unsupported Content-Type {media!r}: send application/json, "
+                     "multipart/form-data or a url-encoded form", status=415)
 
 
 def text_field(fields: dict[str, Any], name: str, required: bool = False,

@@ -53,6 +53,9 @@ def error_body(status: int, message: str) -> bytes:
 class BodyTooLarge(Exception):
     """Raised from ``receive`` when a streamed body passes the limit."""
 
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is over the limit of {limit} bytes")
+
 
 class GuardMiddleware:
     """API-key check and request-size limit in front of the whole app.
@@ -61,12 +64,15 @@ class GuardMiddleware:
         app: The ASGI app to guard.
         api_key: Required key (header ``X-API-Key`` or ``Authorization: Bearer``); None: open.
         max_body: Largest request body in bytes.
+        headers: Added to every response that lacks them (security headers), except /docs.
     """
 
-    def __init__(self, app: Any, api_key: str | None, max_body: int) -> None:
+    def __init__(self, app: Any, api_key: str | None, max_body: int,
+                 headers: dict[str, str] | None = None) -> None:
         self.app = app
         self.api_key = api_key
         self.max_body = max_body
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,7 +93,7 @@ class GuardMiddleware:
                 await _reply(send, 413, f"request body of {int(declared)} bytes is over the "
                                         f"limit of {self.max_body} bytes")
                 return
-        await self._call_limited(scope, receive, send)
+        await self._call_limited(scope, receive, send, not scope["path"].startswith("/docs"))
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         supplied = headers.get("x-api-key", "")
@@ -98,7 +104,8 @@ class GuardMiddleware:
         return bool(supplied) and hmac.compare_digest(supplied.encode("utf-8", "replace"),
                                                       self.api_key.encode("utf-8"))
 
-    async def _call_limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _call_limited(self, scope: Scope, receive: Receive, send: Send,
+                            add_headers: bool) -> None:
         received = 0
         started = False
 
@@ -108,20 +115,24 @@ class GuardMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(self.max_body)
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if add_headers:
+                    present = {k.lower() for k, _ in message.get("headers", [])}
+                    extra = [(k, v) for k, v in self.headers if k not in present]
+                    message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
             if not started:
-                await _reply(send, 413, f"request body is over the limit of {self.max_body} bytes")
+                await _reply(send, 413, str(exc))
 
 
 async def _reply(send: Send, status: int, message: str,
