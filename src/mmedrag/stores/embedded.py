@@ -5,8 +5,9 @@ mid-ingest leaves the last committed batch readable. The HNSW graph is a derived
 atomically beside the database with the sequence number it covers; on open, rows added after it
 are appended to the graph, and a graph older than a deletion is rebuilt.
 
-Search is exact (NumPy inner product) for small collections, for ``exact=True`` and for narrow
-filters; otherwise HNSW with ``ef_search``. Scores are inner products of L2-normalised vectors.
+Search is exact (NumPy inner product) when fewer than ``exact_below`` records pass the filters,
+for ``exact=True`` and for filters that keep under 2 % of the records; otherwise HNSW with
+``ef_search`` (filters applied inside the graph walk). Scores are inner products of L2-normalised vectors.
 """
 
 from __future__ import annotations
@@ -186,7 +187,9 @@ class EmbeddedStore:
             allowed = int(mask.sum()) if mask is not None else n
             if allowed == 0:
                 return [[] for _ in queries]
-            use_exact = exact or n < self.exact_below or allowed < max(2000, n // 50)
+            # few candidates: brute force is fast and exact; a filter that rejects almost
+            # everything also makes filtered HNSW walks slow and lossy
+            use_exact = exact or allowed < self.exact_below or allowed < n // 50
             if use_exact:
                 rows, scores = self._exact(queries, k, mask)
             else:

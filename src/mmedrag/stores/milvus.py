@@ -146,7 +146,8 @@ class MilvusStore:
             self._client = pymilvus.MilvusClient(uri=target, token=token or "")
         except Exception as exc:  # noqa: BLE001 - any connection failure, named once
             self._release_lite()
-            raise MmedragError(f"cannot connect to Milvus at {target}: {exc}") from None
+            reason = getattr(exc, "message", None) or exc
+            raise MmedragError(f"cannot connect to Milvus at {target}: {reason}") from None
         self._closed = False
         try:
             self._open_collection(pymilvus, index_type, m, ef_construction, num_partitions)

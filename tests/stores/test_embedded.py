@@ -1,0 +1,114 @@
+"""Embedded-store specifics: the HNSW graph cache on disk and its crash/deletion handling."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmedrag.records import Record
+from mmedrag.stores.embedded import EmbeddedStore
+
+DIM = 16
+
+
+def _data(n: int, start: int = 0, seed: int = 0) -> tuple[list[Record], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    records = [Record(id=f"v{start + i}", text=str(start + i), domain="ab"[i % 2])
+               for i in range(n)]
+    return records, vectors
+
+
+def _open(path: Path) -> EmbeddedStore:
+    return EmbeddedStore(path, dim=DIM, exact_below=100, m=16, ef_construction=80, ef_search=64)
+
+
+def _recall(store: EmbeddedStore, queries: np.ndarray) -> float:
+    approx = store.search(queries, k=10)
+    exact = store.search(queries, k=10, exact=True)
+    return float(np.mean([len({h.id for h in a} & {h.id for h in e}) / 10
+                          for a, e in zip(approx, exact)]))
+
+
+def test_graph_is_saved_once_built_and_reused_after_reopen(tmp_path: Path) -> None:
+    records, vectors = _data(600)
+    store = _open(tmp_path / "s")
+    store.add(records, vectors)
+    store.build_ann()
+    meta = json.loads((tmp_path / "s" / "hnsw.json").read_text())
+    assert meta["rows"] == 600
+    saved = (tmp_path / "s" / "hnsw.faiss").stat().st_mtime_ns
+    store.close()
+    again = _open(tmp_path / "s")
+    assert _recall(again, vectors[:20]) >= 0.9
+    again.close()
+    assert (tmp_path / "s" / "hnsw.faiss").stat().st_mtime_ns == saved  # not rebuilt or rewritten
+
+
+def test_graph_newer_than_its_sidecar_is_rebuilt_not_trusted(tmp_path: Path) -> None:
+    """A crash between replacing hnsw.faiss and hnsw.json leaves counts that disagree."""
+    first, first_vecs = _data(400)
+    store = _open(tmp_path / "s")
+    store.add(first, first_vecs)
+    store.build_ann()
+    shutil.copy(tmp_path / "s" / "hnsw.json", tmp_path / "old-sidecar.json")
+    more, more_vecs = _data(300, start=400, seed=1)
+    store.add(more, more_vecs)
+    store.build_ann()
+    store.close()
+    shutil.copy(tmp_path / "old-sidecar.json", tmp_path / "s" / "hnsw.json")
+    again = _open(tmp_path / "s")
+    queries = np.concatenate([first_vecs[:10], more_vecs[:10]])
+    assert _recall(again, queries) >= 0.9
+    assert {h.id for hits in again.search(queries, k=10) for h in hits} <= {
+        r.id for r in first + more}
+    again.close()
+    assert json.loads((tmp_path / "s" / "hnsw.json").read_text())["rows"] == 700
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_graph_file_is_rebuilt(tmp_path: Path, damage: str) -> None:
+    records, vectors = _data(500)
+    store = _open(tmp_path / "s")
+    store.add(records, vectors)
+    store.build_ann()
+    store.close()
+    graph = tmp_path / "s" / "hnsw.faiss"
+    data = graph.read_bytes()
+    graph.write_bytes(data[: len(data) // 3] if damage == "truncate" else b"not a faiss index")
+    again = _open(tmp_path / "s")
+    assert _recall(again, vectors[:20]) >= 0.9
+    again.close()
+
+
+def test_deleted_rows_never_come_back_from_the_graph(tmp_path: Path) -> None:
+    records, vectors = _data(500)
+    store = _open(tmp_path / "s")
+    store.add(records, vectors)
+    store.build_ann()
+    gone = [r.id for r in records[:50]]
+    assert store.delete(gone) == 50
+    hits = store.search(vectors[:50], k=5)
+    assert all(h.id not in gone for row in hits for h in row)
+    assert _recall(store, vectors[50:70]) >= 0.9
+    store.close()
+    again = _open(tmp_path / "s")
+    assert all(h.id not in gone for row in again.search(vectors[:50], k=5) for h in row)
+    again.close()
+
+
+def test_meta_fields_never_shadow_record_fields(tmp_path: Path) -> None:
+    store = _open(tmp_path / "s")
+    records = [Record(id="x", text="t", domain="CT", meta={"domain": "MR", "split": "dev"}),
+               Record(id="y", text="u", domain="MR", meta={"split": "train"})]
+    store.add(records, np.eye(2, DIM, dtype=np.float32))
+    assert store.count({"domain": "CT"}) == 1 and store.count({"domain": "MR"}) == 1
+    assert store.count({"split": "dev", "domain": "CT"}) == 1
+    hits = store.search(np.eye(1, DIM, dtype=np.float32), k=2, filters={"domain": "MR"})[0]
+    assert [h.id for h in hits] == ["y"]
+    store.close()
