@@ -49,7 +49,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON: {exc.msg}", path=path, line=number) from None
+                    raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=number) from None
     return rows
 
 
@@ -121,7 +121,7 @@ def pubmedqa_corpus(data_root: str | Path) -> list[Record]:
     for pmid, item in items.items():
         contexts = item.get("CONTEXTS")
         if not isinstance(contexts, list):
-            raise InputError(f"{pmid}: CONTEXTS is not a list", path=path, field="CONTEXTS")
+            raise InputError(f"{pmid}: CONTEXTS is not a list", path=str(path), field="CONTEXTS")
         records.append(Document(id=f"pubmed{pmid}", text=" ".join(contexts),
                                 title=str(item.get("QUESTION", "")), domain="pubmed",
                                 meta={"pmid": str(pmid), "year": item.get("YEAR", "")}))

@@ -43,19 +43,19 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON: {exc.msg}", path=path, line=number) from None
+                    raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=number) from None
                 if not isinstance(row, dict):
-                    raise InputError("expected a JSON object per line", path=path, line=number)
+                    raise InputError("expected a JSON object per line", path=str(path), line=number)
                 yield number, row
         return
     data = load_json(path)
     if isinstance(data, dict):
         data = data.get("data", data.get("test", data.get("questions")))
     if not isinstance(data, list):
-        raise InputError("expected a JSON list of objects (or JSONL)", path=path)
+        raise InputError("expected a JSON list of objects (or JSONL)", path=str(path))
     for number, row in enumerate(data, start=1):
         if not isinstance(row, dict):
-            raise InputError(f"item {number} is not an object", path=path)
+            raise InputError(f"item {number} is not an object", path=str(path))
         yield number, row
 
 
@@ -63,7 +63,7 @@ def load_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InputError(f"malformed JSON: {exc.msg}", path=path, line=exc.lineno) from None
+        raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
 
 
 def _pick(row: dict[str, Any], names: tuple[str, ...], path: Path, line: int,
@@ -72,7 +72,7 @@ def _pick(row: dict[str, Any], names: tuple[str, ...], path: Path, line: int,
         if name in row and row[name] not in (None, ""):
             return row[name]
     if required:
-        raise InputError(f"missing field (one of {', '.join(names)})", path=path, line=line,
+        raise InputError(f"missing field (one of {', '.join(names)})", path=str(path), line=line,
                          field=names[0])
     return None
 
@@ -137,11 +137,11 @@ def r2gen_samples(path: Path, split: str = "test", image_dir: Path | None = None
     data = load_json(path)
     if not isinstance(data, dict) or split not in data:
         raise InputError(f"expected a JSON object with a '{split}' list (R2Gen annotation)",
-                         path=path, field=split)
+                         path=str(path), field=split)
     images = image_dir or (path.parent / "images")
     for number, row in enumerate(data[split], start=1):
         if not isinstance(row, dict) or "report" not in row:
-            raise InputError(f"{split}[{number - 1}] has no 'report'", path=path, field="report")
+            raise InputError(f"{split}[{number - 1}] has no 'report'", path=str(path), field="report")
         paths = row.get("image_path") or []
         first = paths[0] if isinstance(paths, list) and paths else paths or None
         yield Sample(id=str(row.get("id", f"{split}-{number}")), question=instruction,
@@ -155,7 +155,7 @@ def _options(value: Any, path: Path, line: int) -> dict[str, str]:
     if isinstance(value, list):
         return {chr(ord("A") + i): str(v) for i, v in enumerate(value)}
     if not isinstance(value, dict) or not value:
-        raise InputError("'options' must be an object {A: ...} or a list", path=path, line=line,
+        raise InputError("'options' must be an object {A: ...} or a list", path=str(path), line=line,
                          field="options")
     return {str(k).strip().upper(): str(v) for k, v in value.items()}
 
@@ -165,12 +165,12 @@ def mirage_samples(path: Path, dataset: str) -> Iterator[Sample]:
     data = load_json(path)
     if not isinstance(data, dict) or dataset not in data:
         raise InputError(f"no dataset '{dataset}' (have: {', '.join(data) if isinstance(data, dict) else '-'})",
-                         path=path, field=dataset)
+                         path=str(path), field=dataset)
     for qid, item in data[dataset].items():
         options = _options(item.get("options"), path, 0)
         answer = str(item.get("answer", "")).strip().upper()
         if answer not in options:
-            raise InputError(f"{dataset}/{qid}: answer {answer!r} is not an option", path=path,
+            raise InputError(f"{dataset}/{qid}: answer {answer!r} is not an option", path=str(path),
                              field="answer")
         pmids = item.get("PMID") or []
         yield Sample(id=str(qid), question=str(item["question"]), reference=answer,
@@ -183,11 +183,12 @@ def medagents_samples(path: Path) -> Iterator[Sample]:
     """MedAgentsBench JSONL: ``question``, ``options`` {A..}, ``answer_idx`` (letter)."""
     for line, row in read_rows(path):
         options = _options(_pick(row, ("options",), path, line), path, line)
-        answer = str(_pick(row, ("answer_idx", "answer"), path, line)).strip().upper()
+        raw = str(_pick(row, ("answer_idx", "answer"), path, line)).strip()
+        answer = raw.upper()
         if answer not in options:
-            matches = [k for k, v in options.items() if v.strip() == answer.strip()]
+            matches = [k for k, v in options.items() if v.strip() == raw]
             if not matches:
-                raise InputError(f"answer {answer!r} is not an option letter", path=path,
+                raise InputError(f"answer {answer!r} is not an option letter", path=str(path),
                                  line=line, field="answer_idx")
             answer = matches[0]
         yield Sample(id=str(row.get("realidx", row.get("id", f"{path.stem}-{line}"))),
@@ -208,7 +209,7 @@ def pubmedqa_samples(path: Path) -> Iterator[Sample]:
     letter = {v: k for k, v in options.items()}
     for pmid, label in truth.items():
         if pmid not in items:
-            raise InputError(f"test PMID {pmid} is not in ori_pqal.json", path=folder)
+            raise InputError(f"test PMID {pmid} is not in ori_pqal.json", path=str(folder))
         yield Sample(id=str(pmid), question=str(items[pmid]["QUESTION"]),
                      reference=letter[str(label).lower()], options=dict(options),
                      domain="pubmedqa", exclude_ids={f"pubmed{pmid}"})
@@ -219,7 +220,7 @@ def bioasq_samples(path: Path) -> Iterator[Sample]:
     for line, row in read_rows(path):
         answer = yes_no(_pick(row, ("exact_answer", "answer"), path, line))
         if answer is None:
-            raise InputError("exact_answer is not yes/no", path=path, line=line,
+            raise InputError("exact_answer is not yes/no", path=str(path), line=line,
                              field="exact_answer")
         yield Sample(id=str(row["id"]), question=str(row["question"]), reference=answer,
                      domain="bioasq")

@@ -1,0 +1,266 @@
+"""``mmedrag eval report RUN_DIR``: report.html plus PNG plots from a run directory.
+
+Plots (matplotlib, Agg): ``ablation.png`` (headline metric per variant with 95 % CIs and the
+majority-class baseline), ``pareto.png`` (headline metric vs dollars and vs seconds per sample,
+with the Pareto front, MedAgentsBench style), ``domains.png`` (per-domain breakdown). The HTML
+holds the metric table with CIs, usage, the factuality diagnostics and the worst examples with
+the evidence they were shown.
+
+Example:
+    >>> paths = write_report("runs/offline/vqa-rad")          # doctest: +SKIP
+    >>> paths["html"].name                                     # doctest: +SKIP
+    'report.html'
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from mmedrag.errors import UsageError
+from mmedrag.evaluation.aggregate import aggregate_run
+from mmedrag.evaluation.runner import read_rows
+
+_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;vertical-align:top}"
+        "td.l,th.l{text-align:left}.ev{font-size:12px;color:#444}.cited{font-weight:bold}"
+        "img{max-width:100%;border:1px solid #eee}")
+
+
+def load_metrics(run_dir: Path) -> dict[str, Any]:
+    """metrics.json if present, else recomputed from rows.jsonl."""
+    path = run_dir / "metrics.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    rows = read_rows(run_dir)
+    if not rows:
+        raise UsageError(f"{run_dir}: no rows.jsonl / metrics.json (is this a run directory?)")
+    return aggregate_run(rows)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def _with_ci(value: Any, ci: list[float] | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def _points(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for task, entry in metrics["tasks"].items():
+        for variant, s in entry["variants"].items():
+            primary = entry["primary"]
+            out.append({"task": task, "variant": variant, "primary": primary,
+                        "value": s["metrics"].get(primary), "ci": s["ci95"].get(primary),
+                        "baseline": s["metrics"].get("majority_baseline"),
+                        "cost": s["usage"]["cost_per_sample_usd"],
+                        "seconds": s["usage"]["seconds_mean"], "n": s["metrics"].get("n")})
+    return out
+
+
+def plot_ablation(metrics: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(metrics["tasks"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        pts = [p for p in _points(metrics) if p["task"] == task and p["value"] is not None]
+        xs = range(len(pts))
+        errs = [[max(0.0, p["value"] - p["ci"][0]) if p["ci"] else 0 for p in pts],
+                [max(0.0, p["ci"][1] - p["value"]) if p["ci"] else 0 for p in pts]]
+        ax.bar(xs, [p["value"] for p in pts], yerr=errs, capsize=4, color="#4c78a8")
+        baselines = [p["baseline"] for p in pts if p["baseline"] is not None]
+        if baselines:
+            ax.axhline(baselines[0], ls="--", color="#e45756", label="majority class")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_xticks(list(xs), [f"{p['variant']}\nn={p['n']}" for p in pts], fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(task, fontsize=10)
+        ax.set_ylabel(pts[0]["primary"] if pts else "")
+    fig.suptitle("Headline metric per variant (95 % bootstrap CI)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Pareto front: lowest x for each gain in y."""
+    front, best = [], float("-inf")
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def plot_pareto(metrics: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [p for p in _points(metrics) if p["value"] is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "cost", "dollars per sample"),
+                           (axes[1], "seconds", "wall seconds per sample")):
+        for task in sorted({p["task"] for p in pts}):
+            mine = [p for p in pts if p["task"] == task]
+            ax.scatter([p[key] for p in mine], [p["value"] for p in mine], label=task)
+            for p in mine:
+                ax.annotate(p["variant"], (p[key], p["value"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, 3))
+            front = _front([(p[key], p["value"]) for p in mine])
+            ax.plot([f[0] for f in front], [f[1] for f in front], lw=1, alpha=0.6)
+        ax.set_xlabel(label)
+        ax.set_ylabel("headline metric")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if all(p["cost"] == 0 for p in pts):
+        axes[0].set_title("no prices in the config: local models cost $0", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_domains(metrics: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(metrics["tasks"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        entry = metrics["tasks"][task]
+        variants = list(entry["variants"])
+        domains = sorted({d for v in variants for d in entry["variants"][v]["per_domain"]})
+        width = 0.8 / max(1, len(variants))
+        for i, variant in enumerate(variants):
+            per = entry["variants"][variant]["per_domain"]
+            ax.bar([j + i * width for j in range(len(domains))],
+                   [per.get(d, {}).get(entry["primary"]) or 0 for d in domains], width,
+                   label=variant)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(domains))],
+                      [f"{d}\nn={entry['variants'][variants[0]]['per_domain'].get(d, {}).get('n', 0)}"
+                       for d in domains], fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{task}: {entry['primary']} by domain", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _metric_table(metrics: dict[str, Any]) -> str:
+    head = ("<tr><th class=l>task</th><th class=l>variant</th><th>n</th><th>headline [95% CI]</th>"
+            "<th>majority baseline</th><th>other metrics</th><th>tokens in / out</th>"
+            "<th>s / sample</th><th>$ / sample</th><th>evidence support (cited / shown)</th></tr>")
+    rows = []
+    for task, entry in metrics["tasks"].items():
+        for variant, s in entry["variants"].items():
+            m, primary = s["metrics"], entry["primary"]
+            others = ", ".join(f"{k} {_fmt(v)}" for k, v in m.items()
+                               if k not in (primary, "n", "majority_baseline", "majority_label")
+                               and isinstance(v, float))
+            u, ev = s["usage"], s["evidence"]
+            rows.append(
+                f"<tr><td class=l>{task}</td><td class=l>{variant}</td><td>{m.get('n')}</td>"
+                f"<td>{primary} {_with_ci(m.get(primary), s['ci95'].get(primary))}</td>"
+                f"<td>{_fmt(m.get('majority_baseline'))} ({_fmt(m.get('majority_label'))})</td>"
+                f"<td class=l>{others}</td>"
+                f"<td>{u['tokens_in_mean']:.0f} / {u['tokens_out_mean']:.1f}</td>"
+                f"<td>{u['seconds_mean']:.2f}</td><td>{u['cost_per_sample_usd']:.6f}</td>"
+                f"<td>{_fmt(ev['support_rate_cited'])} / {_fmt(ev['support_rate_shown'])}</td></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _diagnostics(metrics: dict[str, Any]) -> str:
+    parts = []
+    for task, entry in metrics["tasks"].items():
+        for variant, o in (entry.get("over_reliance") or {}).items():
+            parts.append(
+                f"<li>{task} / {variant}: over-reliance {_fmt(o['over_reliance'])} "
+                f"({o['over_reliance_count']} of {o['correct_without_rag']} samples correct "
+                f"without RAG became wrong with it); rescue {_fmt(o['rescue'])} "
+                f"({o['rescue_count']} of {o['wrong_without_rag']} wrong without RAG)</li>")
+        for variant, s in entry["variants"].items():
+            c = s.get("copy_reference")
+            if c:
+                parts.append(
+                    f"<li>{task} / {variant}: copy-reference {_fmt(c['copy_reference_rate'])} of "
+                    f"{c['probed']}; of those correct with the real image "
+                    f"{_fmt(c['copy_reference_rate_of_correct'])} (generator sees images: "
+                    f"{c['image_seen']})</li>")
+    return "<ul>" + "".join(parts) + "</ul>" if parts else "<p>No paired no-RAG run.</p>"
+
+
+def _worst(rows: list[dict[str, Any]], limit: int = 8) -> str:
+    out = []
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("variant") != "no-rag" and row.get("evidence") is not None:
+            by_task.setdefault(row["task"], []).append(row)
+    for task, items in by_task.items():
+        wrong = [r for r in items if r.get("correct") is False]
+        if not wrong:
+            wrong = sorted(items, key=lambda r: r["stats"].get("rouge_l", 1.0))
+        out.append(f"<h3>{html.escape(task)}</h3><table><tr><th class=l>id / variant</th>"
+                   "<th class=l>question</th><th class=l>reference</th><th class=l>answer</th>"
+                   "<th class=l>evidence</th></tr>")
+        for r in wrong[:limit]:
+            evidence = "".join(
+                f"<div class='ev{' cited' if e.get('cited') else ''}'>[{e['n']}] "
+                f"{html.escape(e['id'])} ({e['score']}): {html.escape(e.get('text', '')[:240])}</div>"
+                for e in r.get("evidence", [])[:5])
+            out.append(f"<tr><td class=l>{html.escape(r['id'])}<br>{r['variant']}</td>"
+                       f"<td class=l>{html.escape(r['question'][:300])}</td>"
+                       f"<td class=l>{html.escape(str(r['reference'])[:200])}</td>"
+                       f"<td class=l>{html.escape(str(r.get('raw', ''))[:300])}</td>"
+                       f"<td class=l>{evidence or '–'}</td></tr>")
+        out.append("</table>")
+    return "".join(out)
+
+
+def write_report(run_dir: str | Path) -> dict[str, Path]:
+    """Write report.html, ablation.png, pareto.png and domains.png into ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: not a directory")
+    metrics = load_metrics(run_dir)
+    if not metrics.get("tasks"):
+        raise UsageError(f"{run_dir}: the run has no rows yet")
+    rows = read_rows(run_dir)
+    paths = {"ablation": plot_ablation(metrics, run_dir / "ablation.png"),
+             "pareto": plot_pareto(metrics, run_dir / "pareto.png"),
+             "domains": plot_domains(metrics, run_dir / "domains.png")}
+    run_info = metrics.get("run", {})
+    body = (f"<h1>mmedrag evaluation: {html.escape(run_dir.name)}</h1>"
+            f"<p>{html.escape(json.dumps(run_info))}</p><h2>Metrics</h2>{_metric_table(metrics)}"
+            "<p>CIs: percentile bootstrap over samples (1,000 resamples; 200 for text "
+            "generation). Seconds are wall time on the machine that ran it.</p>"
+            "<h2>Factuality diagnostics</h2>" + _diagnostics(metrics) +
+            "<p>Definitions: mmedrag/evaluation/diagnostics.py.</p>"
+            "<h2>Plots</h2><img src='ablation.png'><img src='pareto.png'><img src='domains.png'>"
+            "<h2>Worst examples (with the evidence shown)</h2>" + _worst(rows))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>mmedrag eval "
+            f"{html.escape(run_dir.name)}</title><style>{_CSS}</style></head>"
+            f"<body>{body}</body></html>")
+    paths["html"] = run_dir / "report.html"
+    paths["html"].write_text(page, encoding="utf-8")
+    return paths

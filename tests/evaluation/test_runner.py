@@ -1,0 +1,137 @@
+"""The runner: resumable, cached, parallel for thread-safe generators, calibration rows."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmedrag.config import Component, Config, IndexConfig
+from mmedrag.evaluation.cache import CachingGenerator, GenerationCache
+from mmedrag.evaluation.runner import Runner, read_rows
+from mmedrag.evaluation.tasks import resolve_tasks
+from mmedrag.evaluation.variants import parse_variants
+from mmedrag.generation.echo import EchoGenerator
+from mmedrag.pipeline import Pipeline
+
+
+class CountingGenerator(EchoGenerator):
+    """The echo generator, counting calls per prompt; optionally interrupts at call N."""
+
+    thread_safe = True
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        super().__init__(name="counting")
+        self.calls: dict[str, int] = {}
+        self.stop_after = stop_after
+        self._lock = threading.Lock()
+
+    def generate(self, messages: list[dict[str, Any]], images: list[Any] | None = None,
+                 params: Any = None) -> Any:
+        with self._lock:
+            if self.stop_after is not None and sum(self.calls.values()) >= self.stop_after:
+                raise KeyboardInterrupt  # what Ctrl-C does mid-run
+            key = json.dumps(messages)
+            self.calls[key] = self.calls.get(key, 0) + 1
+        return super().generate(messages, images, params)
+
+
+def _questions(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "questions.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(n):
+            handle.write(json.dumps({"id": f"q{i}", "question": f"Is finding {i} present?",
+                                     "answer": "yes" if i % 3 else "no",
+                                     "organ": "CHEST" if i % 2 else "HEAD"}) + "\n")
+    return path
+
+
+def _pipeline(generator: Any, index: Any = None) -> Pipeline:
+    cfg = Config(generator=Component(name="echo"),
+                 index=IndexConfig(text_encoder=Component(name="hashing")))
+    return Pipeline(cfg, index, generator=generator)
+
+
+def test_interrupted_1000_sample_run_resumes_without_recomputing(tmp_path: Path) -> None:
+    tasks = resolve_tasks(f"vqa-closed={_questions(tmp_path, 1000)}")
+    out = tmp_path / "run"
+    first = CountingGenerator(stop_after=437)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(_pipeline(first), tasks, out, parse_variants("no-rag"), progress=False).run()
+    assert len(read_rows(out)) == 437
+    second = CountingGenerator()
+    runner = Runner(_pipeline(second), tasks, out, parse_variants("no-rag"), progress=False)
+    metrics = runner.run()
+    assert sum(second.calls.values()) == 1000 - 437
+    assert not set(first.calls) & set(second.calls), "a finished sample was generated again"
+    rows = read_rows(out)
+    assert len(rows) == 1000 and len({r["id"] for r in rows}) == 1000
+    assert metrics["run"]["skipped_already_done"] == 437 and metrics["run"]["computed"] == 563
+    third = CountingGenerator()
+    Runner(_pipeline(third), tasks, out, parse_variants("no-rag"), progress=False).run()
+    assert third.calls == {} and len(read_rows(out)) == 1000
+
+
+def test_cache_serves_a_fresh_run_dir_and_respects_generator_config(tmp_path: Path) -> None:
+    tasks = resolve_tasks(f"vqa-closed={_questions(tmp_path, 30)}")
+    cache = tmp_path / "shared.sqlite"
+    gen = CountingGenerator()
+    Runner(_pipeline(gen), tasks, tmp_path / "a", parse_variants("no-rag"), progress=False,
+           cache_path=cache).run()
+    again = CountingGenerator()
+    metrics = Runner(_pipeline(again), tasks, tmp_path / "b", parse_variants("no-rag"),
+                     progress=False, cache_path=cache).run()
+    assert again.calls == {} and metrics["run"]["cache_hits"] == 30
+    assert all(r["cache_hit"] for r in read_rows(tmp_path / "b"))
+    other = CachingGenerator(EchoGenerator(name="other"), GenerationCache(cache))
+    other.generate([{"role": "user", "content": "Is finding 1 present?"}])
+    assert other.misses == 1  # a different generator config never reuses another's output
+
+
+def test_parallel_workers_give_the_same_rows(tmp_path: Path) -> None:
+    tasks = resolve_tasks(f"vqa-closed={_questions(tmp_path, 40)}")
+    Runner(_pipeline(CountingGenerator()), tasks, tmp_path / "seq", parse_variants("no-rag"),
+           progress=False).run()
+    Runner(_pipeline(CountingGenerator()), tasks, tmp_path / "par", parse_variants("no-rag"),
+           workers=4, progress=False).run()
+    key = lambda r: (r["id"], r["raw"], r["correct"])  # noqa: E731
+    assert sorted(map(key, read_rows(tmp_path / "seq"))) == sorted(map(key, read_rows(tmp_path / "par")))
+
+
+def test_ablation_calibration_rows_and_diagnostics(tmp_path: Path, sample_dir: Path,
+                                                   hashing_index: Any) -> None:
+    tasks = resolve_tasks(f"vqa-closed={sample_dir / 'questions.jsonl'}")
+    out = tmp_path / "abl"
+    metrics = Runner(_pipeline(EchoGenerator(), hashing_index), tasks, out,
+                     parse_variants("no-rag,rag", calibration_ks="1,3"), copy_reference=True,
+                     progress=False).run()
+    entry = metrics["tasks"]["vqa-closed"]
+    assert set(entry["variants"]) == {"no-rag", "rag", "fixed-1", "fixed-3"}
+    n = entry["variants"]["rag"]["metrics"]["n"]
+    rag_rows = [r for r in read_rows(out) if r["variant"] == "fixed-3"]
+    assert all(len(r["evidence"]) <= 3 and r["evidence"] for r in rag_rows)
+    calibration = [json.loads(x) for x in (out / "calibration.jsonl").read_text().splitlines()]
+    assert len(calibration) == 2 * n and {c["k"] for c in calibration} == {1, 3}
+    over = entry["over_reliance"]["rag"]
+    assert over["paired"] == n
+    assert over["correct_without_rag"] + over["wrong_without_rag"] == n
+    assert entry["variants"]["rag"]["copy_reference"]["probed"] > 0
+    usage = entry["variants"]["rag"]["usage"]
+    assert usage["tokens_in_mean"] > entry["variants"]["no-rag"]["usage"]["tokens_in_mean"]
+    lo, hi = entry["variants"]["rag"]["ci95"]["accuracy"]
+    assert lo <= entry["variants"]["rag"]["metrics"]["accuracy"] <= hi
+
+
+def test_prices_turn_tokens_into_dollars(tmp_path: Path) -> None:
+    tasks = resolve_tasks(f"vqa-closed={_questions(tmp_path, 5)}")
+    pipe = _pipeline(CountingGenerator())
+    pipe.config = pipe.config.model_copy(
+        update={"prices": {"counting": {"input_per_1m": 2.0, "output_per_1m": 10.0}}})
+    metrics = Runner(pipe, tasks, tmp_path / "p", parse_variants("no-rag"), progress=False).run()
+    usage = metrics["tasks"]["vqa-closed"]["variants"]["no-rag"]["usage"]
+    expected = (usage["tokens_in_total"] * 2.0 + usage["tokens_out_total"] * 10.0) / 1e6
+    assert usage["cost_total_usd"] == pytest.approx(expected) and expected > 0
+    assert usage["unpriced_models"] == []
