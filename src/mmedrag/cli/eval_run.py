@@ -25,7 +25,7 @@ def run_command(
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task or group names, comma-separated; NAME=PATH reads your own file."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML (default: built-in offline config)."),
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index folder to retrieve from (needed unless --no-rag)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; an existing one is resumed)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (created; an existing one is resumed)."),
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="Folder the built-in tasks' data paths are relative to."),
     no_rag: bool = typer.Option(False, "--no-rag", help="Only the no-retrieval variant."),
     ablation: Optional[str] = typer.Option(None, "--ablation", help="Variants: rag, no-rag, fixed-K, adaptive, calibrated (comma-separated)."),
@@ -47,6 +47,8 @@ def run_command(
         return
     if not task:
         raise UsageError("--task is required (see --list-tasks)")
+    if out is None:
+        raise UsageError("--out is required: the run directory")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be positive, got {limit}")
     from mmedrag.evaluation.runner import Runner

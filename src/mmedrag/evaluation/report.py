@@ -31,14 +31,19 @@ _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222
 
 
 def load_metrics(run_dir: Path) -> dict[str, Any]:
-    """metrics.json if present, else recomputed from rows.jsonl."""
-    path = run_dir / "metrics.json"
-    if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
+    """Metrics recomputed from rows.jsonl (the truth, also mid-run), with run info kept."""
     rows = read_rows(run_dir)
+    saved_path, info_path = run_dir / "metrics.json", run_dir / "run.json"
+    saved = json.loads(saved_path.read_text(encoding="utf-8")) if saved_path.exists() else {}
     if not rows:
+        if saved:
+            return saved
         raise UsageError(f"{run_dir}: no rows.jsonl / metrics.json (is this a run directory?)")
-    return aggregate_run(rows)
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    prices = (info.get("config") or {}).get("prices") or saved.get("prices") or {}
+    metrics = aggregate_run(rows, prices=prices)
+    metrics["run"] = {**saved.get("run", {}), "rows": len(rows)}
+    return metrics
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -64,6 +69,7 @@ def _points(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                         "value": s["metrics"].get(primary), "ci": s["ci95"].get(primary),
                         "baseline": s["metrics"].get("majority_baseline"),
                         "cost": s["usage"]["cost_per_sample_usd"],
+                        "tokens": s["usage"]["tokens_in_mean"] + s["usage"]["tokens_out_mean"],
                         "seconds": s["usage"]["seconds_mean"], "n": s["metrics"].get("n")})
     return out
 
@@ -114,8 +120,11 @@ def plot_pareto(metrics: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     pts = [p for p in _points(metrics) if p["value"] is not None]
+    priced = any(p["cost"] > 0 for p in pts)
+    cost_key, cost_label = (("cost", "dollars per sample") if priced else
+                            ("tokens", "tokens per sample (in + out; no prices in the config)"))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "cost", "dollars per sample"),
+    for ax, key, label in ((axes[0], cost_key, cost_label),
                            (axes[1], "seconds", "wall seconds per sample")):
         for task in sorted({p["task"] for p in pts}):
             mine = [p for p in pts if p["task"] == task]
@@ -129,8 +138,7 @@ def plot_pareto(metrics: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel("headline metric")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    if all(p["cost"] == 0 for p in pts):
-        axes[0].set_title("no prices in the config: local models cost $0", fontsize=9)
+    fig.suptitle("Headline metric vs cost and latency (line: Pareto front per task)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
