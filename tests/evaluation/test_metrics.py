@@ -24,6 +24,8 @@ def test_closed_metrics_match_sklearn() -> None:
     assert out["recall"] == pytest.approx(recall_score(y, yhat))
     assert out["f1"] == pytest.approx(f1_score(y, yhat))
     assert out["auc"] == pytest.approx(roc_auc_score(y, PROBS))
+    assert out["accuracy_prob"] == pytest.approx(
+        accuracy_score(y, [int(q >= 0.5) for q in PROBS]))
     assert out["majority_baseline"] == pytest.approx(0.6) and out["majority_label"] == "yes"
     assert out["unparsed_rate"] == pytest.approx(0.1)
 

@@ -135,3 +135,31 @@ def test_prices_turn_tokens_into_dollars(tmp_path: Path) -> None:
     expected = (usage["tokens_in_total"] * 2.0 + usage["tokens_out_total"] * 10.0) / 1e6
     assert usage["cost_total_usd"] == pytest.approx(expected) and expected > 0
     assert usage["unpriced_models"] == []
+
+
+def test_retrieval_and_domain_tasks_use_the_retrieval_metrics(tmp_path: Path,
+                                                               sample_dir: Path) -> None:
+    from mmedrag.evaluation.corpora import pubmedqa_corpus
+    from mmedrag.index import Index
+
+    folder = tmp_path / "data" / "pubmedqa"
+    folder.mkdir(parents=True)
+    topics = ["statin therapy lowers cholesterol", "appendicitis diagnosis by ultrasound",
+              "malaria parasites in red blood cells", "knee osteoarthritis exercise therapy"]
+    items = {str(100 + i): {"QUESTION": f"Does {t.split()[0]} matter?",
+                            "CONTEXTS": [f"We studied {t}. " * 3]} for i, t in enumerate(topics)}
+    (folder / "ori_pqal.json").write_text(json.dumps(items))
+    (folder / "test_ground_truth.json").write_text(json.dumps({k: "yes" for k in items}))
+    index = Index.open(tmp_path / "idx", create=True,
+                       config=IndexConfig(text_encoder=Component(name="hashing"),
+                                          image_encoder=None))
+    index.add(pubmedqa_corpus(tmp_path / "data"))
+    out = tmp_path / "ret"
+    metrics = Runner(_pipeline(EchoGenerator(), index), resolve_tasks("pubmedqa-retrieval"), out,
+                     parse_variants("no-rag,rag"), data_root=tmp_path / "data",
+                     progress=False).run()
+    entry = metrics["tasks"]["pubmedqa-retrieval"]
+    assert list(entry["variants"]) == ["retrieval"]  # one generation-free pass
+    result = entry["variants"]["retrieval"]["metrics"]
+    assert result["n"] == 4 and result["R@1"] >= 0.5 and result["R@10"] == 1.0
+    assert 0 < result["MRR"] <= 1

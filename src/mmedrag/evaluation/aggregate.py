@@ -103,3 +103,20 @@ def write_calibration(rows: Sequence[dict[str, Any]], path: str | Path) -> int:
             handle.write(json.dumps({"id": r["id"], "task": r["task"], "k": r["fixed_k"],
                                      "correct": bool(r["correct"])}) + "\n")
     return len(chosen)
+
+
+def add_bertscore(metrics: dict[str, Any], rows: Sequence[dict[str, Any]], model_path: str
+                  ) -> dict[str, Any]:
+    """Add BERTScore (greedy matching, first reference) to every report/longform variant."""
+    from mmedrag.evaluation.textmetrics import bert_score
+
+    for task_name, entry in metrics["tasks"].items():
+        if entry["kind"] not in _SLOW_KINDS:
+            continue
+        for variant, summary in entry["variants"].items():
+            mine = [r for r in rows if r["task"] == task_name and r["variant"] == variant]
+            refs = [r["reference"][0] if isinstance(r["reference"], list) else r["reference"]
+                    for r in mine]
+            summary["metrics"].update(bert_score([r.get("raw") or "" for r in mine], refs,
+                                                 model_path))
+    return metrics

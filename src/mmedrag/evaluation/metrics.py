@@ -75,8 +75,9 @@ def closed_vqa_metrics(stats: Sequence[dict[str, Any]], positive: str = "yes") -
     optionally ``correct`` (else ``pred == ref``) and ``prob`` (the model's probability of
     ``positive``). Accuracy and the majority-class baseline (accuracy of always answering the most
     frequent reference) cover every sample; precision, recall and F1 of the positive class, AUC
-    (when every yes/no sample has a probability) and the unparseable share cover the yes/no
-    samples (``n_yes_no``).
+    and ``accuracy_prob`` (answer = yes when the probability is at least 0.5; both only when
+    every yes/no sample has a probability) and the unparseable share cover the yes/no samples
+    (``n_yes_no``).
     """
     n = len(stats)
     if n == 0:
@@ -102,6 +103,8 @@ def closed_vqa_metrics(stats: Sequence[dict[str, Any]], positive: str = "yes") -
     probs = [s.get("prob") for s in binary]
     if binary and all(p is not None for p in probs):
         out["auc"] = roc_auc([int(r == positive) for r in refs], [float(p) for p in probs])
+        out["accuracy_prob"] = sum((float(p) >= 0.5) == (r == positive)
+                                   for p, r in zip(probs, refs)) / len(binary)
     return out
 
 
