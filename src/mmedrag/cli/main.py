@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 
 # Command-group modules; each defines register(app). Missing optional ones are skipped.
-_GROUPS = ("index_cmd", "ask", "serve", "eval_cmd", "train", "prefs", "calibrate")
+_GROUPS = ("index_cmd", "ask", "serve", "eval_cmd", "train", "prefs", "calibrate", "kg")
 
 
 def _register_groups() -> None:
