@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +10,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 API_KEY = "test-key-0123456789"
@@ -32,23 +29,6 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
 
 
-def start_server(app: Any) -> tuple[Any, threading.Thread, int]:
-    """Run ``app`` under uvicorn on 127.0.0.1 with an OS-chosen port; wait until it listens."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    return server, thread, port
-
-
 @pytest.fixture(scope="session")
 def echo_config() -> Any:
     from mmedrag.config import Component, Config
@@ -58,14 +38,22 @@ def echo_config() -> Any:
 
 def _live(index_dir: Path, config: Any, api_key: str | None, **options: Any) -> Iterator[LiveServer]:
     from mmedrag.server.app import create_app
+    from mmedrag.server.background import serve_in_thread
 
     app = create_app(index_dir, config=config, api_key=api_key, **options)
-    server, thread, port = start_server(app)
+    running = serve_in_thread(app)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", port, api_key, app)
+        yield LiveServer(running.url, running.port, api_key, app)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def start_live() -> Any:
+    """Context-manager factory: ``with start_live(index_dir, config, api_key) as server: ...``."""
+    from contextlib import contextmanager
+
+    return contextmanager(_live)
 
 
 @pytest.fixture(scope="session")

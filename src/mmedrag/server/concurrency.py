@@ -2,8 +2,9 @@
 
 The server never writes to its index. What is not thread-safe on the read path:
 
-* Hugging Face fast tokenizers (inside sentence-transformers) raise "Already borrowed" when one
-  tokenizer is used from two threads at once, so each encoder is wrapped in a lock;
+* encoders: Hugging Face fast tokenizers (inside sentence-transformers) have raised "Already
+  borrowed" when one tokenizer is used from two threads at once (tokenizers#537), and encoding
+  is CPU-bound anyway, so each encoder is wrapped in a lock;
 * BM25 and encoders load lazily on first use, so they are loaded once before serving;
 * llama.cpp contexts are not thread-safe, so answering holds a lock around the generator
   (``AnswerGate``), with a bounded queue so a burst gets a prompt 503 rather than a pile-up.

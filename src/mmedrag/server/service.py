@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mmedrag.config import Config
-from mmedrag.errors import UsageError
+from mmedrag.errors import MmedragError, UsageError
 from mmedrag.records import Hit, Query
 from mmedrag.server.concurrency import AnswerGate, guard_index, lazy
 from mmedrag.server.inputs import BadRequest, valid_record_id
@@ -117,7 +117,10 @@ class Service:
         found = self.index.get([valid_record_id(record_id)])
         if not found:
             raise BadRequest(f"no record with id {record_id!r}", status=404)
-        path = self.index.image_path(found[0])  # always inside the index folder
+        try:
+            path = self.index.image_path(found[0])  # always inside the index folder
+        except MmedragError:  # e.g. a symlink that points out of the index
+            path = None
         if path is None or not path.is_file():
             raise BadRequest(f"record {record_id!r} has no image", status=404)
         return path
