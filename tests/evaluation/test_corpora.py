@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from mmedrag.evaluation.corpora import (overlap_ids, pubmedqa_corpus, synpic_id,
-                                        vqa_rad_corpus, vqa_rad_test_synpics)
+from mmedrag.evaluation.corpora import (
+    overlap_ids,
+    pubmedqa_corpus,
+    synpic_id,
+    vqa_rad_corpus,
+    vqa_rad_test_synpics,
+)
 from mmedrag.evaluation.tasks import get_task
 
 pytestmark = pytest.mark.data

@@ -15,7 +15,7 @@ PROBS = [0.9, 0.2, 0.4, 0.8, 0.6, 0.1, 0.7, 0.5, 0.95, 0.3]
 
 
 def test_closed_metrics_match_sklearn() -> None:
-    stats = [{"pred": p, "ref": r, "prob": q} for p, r, q in zip(PREDS, REFS, PROBS)]
+    stats = [{"pred": p, "ref": r, "prob": q} for p, r, q in zip(PREDS, REFS, PROBS, strict=False)]
     out = m.closed_vqa_metrics(stats)
     y = [int(r == "yes") for r in REFS]
     yhat = [int(p == "yes") for p in PREDS]
@@ -69,7 +69,7 @@ def test_choice_metrics_baseline() -> None:
 
 
 def test_bootstrap_ci_is_reproducible_and_brackets_the_estimate() -> None:
-    stats = [{"pred": p, "ref": r} for p, r in zip(PREDS * 10, REFS * 10)]
+    stats = [{"pred": p, "ref": r} for p, r in zip(PREDS * 10, REFS * 10, strict=False)]
     first = m.bootstrap_ci(stats, m.choice_metrics, resamples=300, seed=1)
     again = m.bootstrap_ci(stats, m.choice_metrics, resamples=300, seed=1)
     point = m.choice_metrics(stats)["accuracy"]

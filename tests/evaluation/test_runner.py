@@ -98,7 +98,8 @@ def test_parallel_workers_give_the_same_rows(tmp_path: Path) -> None:
     Runner(_pipeline(CountingGenerator()), tasks, tmp_path / "par", parse_variants("no-rag"),
            workers=4, progress=False).run()
     key = lambda r: (r["id"], r["raw"], r["correct"])  # noqa: E731
-    assert sorted(map(key, read_rows(tmp_path / "seq"))) == sorted(map(key, read_rows(tmp_path / "par")))
+    sequential = sorted(map(key, read_rows(tmp_path / "seq")))
+    assert sequential == sorted(map(key, read_rows(tmp_path / "par")))
 
 
 def test_ablation_calibration_rows_and_diagnostics(tmp_path: Path, sample_dir: Path,

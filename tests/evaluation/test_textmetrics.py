@@ -45,7 +45,7 @@ def test_bleu_matches_pycocoevalcap() -> None:
     gts = {i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)}
     res = {i: [" ".join(h)] for i, h in enumerate(hyps)}
     expected, _ = bleu.Bleu(4).compute_score(gts, res, verbose=0)
-    ours = tm.coco_bleu([tm.bleu_stats(h, rs) for h, rs in zip(hyps, refs)])
+    ours = tm.coco_bleu([tm.bleu_stats(h, rs) for h, rs in zip(hyps, refs, strict=False)])
     assert ours == pytest.approx(expected, abs=1e-6)
     assert 0 < ours[3] < ours[0] < 1
 
@@ -54,7 +54,7 @@ def test_bleu_matches_nltk_corpus_bleu() -> None:
     from nltk.translate.bleu_score import corpus_bleu
 
     hyps, refs = _tok_pairs()
-    stats = [tm.bleu_stats(h, rs) for h, rs in zip(hyps, refs)]
+    stats = [tm.bleu_stats(h, rs) for h, rs in zip(hyps, refs, strict=False)]
     for n in (1, 2, 3, 4):
         weights = tuple([1.0 / n] * n)
         expected = corpus_bleu(refs, hyps, weights=weights)
@@ -83,7 +83,7 @@ def test_meteor_matches_nltk_without_wordnet() -> None:
     from nltk.translate.meteor_score import meteor_score
 
     hyps, refs = _tok_pairs()
-    for hyp, rs in zip(hyps, refs):
+    for hyp, rs in zip(hyps, refs, strict=False):
         expected = meteor_score(rs, hyp, wordnet=_NoSynonyms())
         assert tm.meteor(hyp, rs) == pytest.approx(expected, abs=1e-6)
     assert tm.meteor(hyps[0], refs[0]) > 0.5

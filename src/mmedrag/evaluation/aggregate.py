@@ -47,8 +47,8 @@ def _usage(rows: Sequence[dict[str, Any]], prices: dict[str, dict[str, float]]) 
             "seconds_mean": statistics.fmean(seconds), "seconds_median": statistics.median(seconds),
             "seconds_total": sum(seconds),
             "cost_total_usd": sum(priced), "cost_per_sample_usd": sum(priced) / len(rows),
-            "unpriced_models": sorted({str(r.get("model")) for r, c in zip(rows, costs)
-                                       if c is None}),
+            "unpriced_models": sorted({str(r.get("model"))
+                                       for r, c in zip(rows, costs, strict=True) if c is None}),
             "cache_hits": sum(bool(r.get("cache_hit")) for r in rows),
             "selected_k_mean": statistics.fmean(r["selection_k"] for r in rows
                                                 if r.get("selection_k") is not None)

@@ -49,7 +49,8 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=number) from None
+                    raise InputError(f"malformed JSON: {exc.msg}", path=str(path),
+                                     line=number) from None
     return rows
 
 

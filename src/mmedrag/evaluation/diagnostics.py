@@ -81,7 +81,8 @@ def evidence_support(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"answers_with_evidence": len(shown), "answers_citing": len(cited),
             "citation_rate": len(cited) / len(shown) if shown else None,
             "support_rate_cited": (sum(ok(r, True) for r in cited) / len(cited)) if cited else None,
-            "support_rate_shown": (sum(ok(r, False) for r in shown) / len(shown)) if shown else None}
+            "support_rate_shown":
+                (sum(ok(r, False) for r in shown) / len(shown)) if shown else None}
 
 
 def over_reliance(without: Sequence[dict[str, Any]], with_rag: Sequence[dict[str, Any]]

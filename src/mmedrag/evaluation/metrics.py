@@ -4,7 +4,8 @@ Every task scores a sample into a small *stats* dict and aggregates a list of st
 Keeping the two apart makes bootstrap confidence intervals cheap: resample the stats, re-aggregate.
 
 Example:
-    >>> closed_vqa_metrics([{"pred": "yes", "ref": "yes"}, {"pred": "no", "ref": "yes"}])["accuracy"]
+    >>> stats = [{"pred": "yes", "ref": "yes"}, {"pred": "no", "ref": "yes"}]
+    >>> closed_vqa_metrics(stats)["accuracy"]
     0.5
 """
 
@@ -87,9 +88,9 @@ def closed_vqa_metrics(stats: Sequence[dict[str, Any]], positive: str = "yes") -
     binary = [s for s in stats if s["ref"] in (positive, "no")]
     refs = [s["ref"] for s in binary]
     preds = [s.get("pred") for s in binary]
-    tp = sum(p == positive and r == positive for p, r in zip(preds, refs))
-    fp = sum(p == positive and r != positive for p, r in zip(preds, refs))
-    fn = sum(p != positive and r == positive for p, r in zip(preds, refs))
+    tp = sum(p == positive and r == positive for p, r in zip(preds, refs, strict=False))
+    fp = sum(p == positive and r != positive for p, r in zip(preds, refs, strict=False))
+    fn = sum(p != positive and r == positive for p, r in zip(preds, refs, strict=False))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -104,7 +105,7 @@ def closed_vqa_metrics(stats: Sequence[dict[str, Any]], positive: str = "yes") -
     if binary and all(p is not None for p in probs):
         out["auc"] = roc_auc([int(r == positive) for r in refs], [float(p) for p in probs])
         out["accuracy_prob"] = sum((float(p) >= 0.5) == (r == positive)
-                                   for p, r in zip(probs, refs)) / len(binary)
+                                   for p, r in zip(probs, refs, strict=False)) / len(binary)
     return out
 
 

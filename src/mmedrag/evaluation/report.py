@@ -82,7 +82,7 @@ def plot_ablation(metrics: dict[str, Any], path: Path) -> Path:
 
     tasks = list(metrics["tasks"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         pts = [p for p in _points(metrics) if p["task"] == task and p["value"] is not None]
         xs = range(len(pts))
         errs = [[max(0.0, p["value"] - p["ci"][0]) if p["ci"] else 0 for p in pts],
@@ -153,7 +153,7 @@ def plot_domains(metrics: dict[str, Any], path: Path) -> Path:
 
     tasks = list(metrics["tasks"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         entry = metrics["tasks"][task]
         variants = list(entry["variants"])
         domains = sorted({d for v in variants for d in entry["variants"][v]["per_domain"]})
@@ -163,9 +163,9 @@ def plot_domains(metrics: dict[str, Any], path: Path) -> Path:
             ax.bar([j + i * width for j in range(len(domains))],
                    [per.get(d, {}).get(entry["primary"]) or 0 for d in domains], width,
                    label=variant)
+        first = entry["variants"][variants[0]]["per_domain"]
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(domains))],
-                      [f"{d}\nn={entry['variants'][variants[0]]['per_domain'].get(d, {}).get('n', 0)}"
-                       for d in domains], fontsize=8)
+                      [f"{d}\nn={first.get(d, {}).get('n', 0)}" for d in domains], fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_title(f"{task}: {entry['primary']} by domain", fontsize=10)
         ax.legend(fontsize=8)
@@ -194,7 +194,8 @@ def _metric_table(metrics: dict[str, Any]) -> str:
                 f"<td class=l>{others}</td>"
                 f"<td>{u['tokens_in_mean']:.0f} / {u['tokens_out_mean']:.1f}</td>"
                 f"<td>{u['seconds_mean']:.2f}</td><td>{u['cost_per_sample_usd']:.6f}</td>"
-                f"<td>{_fmt(ev['support_rate_cited'])} / {_fmt(ev['support_rate_shown'])}</td></tr>")
+                f"<td>{_fmt(ev['support_rate_cited'])} / "
+                f"{_fmt(ev['support_rate_shown'])}</td></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -234,7 +235,8 @@ def _worst(rows: list[dict[str, Any]], limit: int = 8) -> str:
         for r in wrong[:limit]:
             evidence = "".join(
                 f"<div class='ev{' cited' if e.get('cited') else ''}'>[{e['n']}] "
-                f"{html.escape(e['id'])} ({e['score']}): {html.escape(e.get('text', '')[:240])}</div>"
+                f"{html.escape(e['id'])} ({e['score']}): "
+                f"{html.escape(e.get('text', '')[:240])}</div>"
                 for e in r.get("evidence", [])[:5])
             out.append(f"<tr><td class=l>{html.escape(r['id'])}<br>{r['variant']}</td>"
                        f"<td class=l>{html.escape(r['question'][:300])}</td>"

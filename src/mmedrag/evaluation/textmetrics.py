@@ -96,7 +96,7 @@ def nltk_bleu(stats: Sequence[dict[str, Any]], n: int = 4) -> float:
     else:
         penalty = math.exp(1 - ref_len / hyp_len)
     logs = [math.log(num / den) if num else math.log(sys.float_info.min)
-            for num, den in zip(numerators, denominators)]
+            for num, den in zip(numerators, denominators, strict=False)]
     return penalty * math.exp(math.fsum(lg / n for lg in logs))
 
 
@@ -160,7 +160,7 @@ def _match(hyp: list[tuple[int, str]], ref: list[tuple[int, str]]
 
 def _chunks(matches: list[tuple[int, int]]) -> int:
     chunks = 1
-    for (h0, r0), (h1, r1) in zip(matches, matches[1:]):
+    for (h0, r0), (h1, r1) in zip(matches, matches[1:], strict=False):
         if not (h1 == h0 + 1 and r1 == r0 + 1):
             chunks += 1
     return chunks
@@ -242,7 +242,7 @@ def bert_score(hypotheses: Sequence[str], references: Sequence[str], model_path:
         return torch.nn.functional.normalize(out, dim=-1)
 
     ps, rs, fs = [], [], []
-    for hyp, ref in zip(hypotheses, references):
+    for hyp, ref in zip(hypotheses, references, strict=False):
         h, r = embed(hyp), embed(ref)
         if len(h) == 0 or len(r) == 0:
             ps.append(0.0), rs.append(0.0), fs.append(0.0)

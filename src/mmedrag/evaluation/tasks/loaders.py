@@ -43,7 +43,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=number) from None
+                    raise InputError(f"malformed JSON: {exc.msg}", path=str(path),
+                                     line=number) from None
                 if not isinstance(row, dict):
                     raise InputError("expected a JSON object per line", path=str(path), line=number)
                 yield number, row
@@ -141,7 +142,8 @@ def r2gen_samples(path: Path, split: str = "test", image_dir: Path | None = None
     images = image_dir or (path.parent / "images")
     for number, row in enumerate(data[split], start=1):
         if not isinstance(row, dict) or "report" not in row:
-            raise InputError(f"{split}[{number - 1}] has no 'report'", path=str(path), field="report")
+            raise InputError(f"{split}[{number - 1}] has no 'report'", path=str(path),
+                             field="report")
         paths = row.get("image_path") or []
         first = paths[0] if isinstance(paths, list) and paths else paths or None
         yield Sample(id=str(row.get("id", f"{split}-{number}")), question=instruction,
@@ -155,8 +157,8 @@ def _options(value: Any, path: Path, line: int) -> dict[str, str]:
     if isinstance(value, list):
         return {chr(ord("A") + i): str(v) for i, v in enumerate(value)}
     if not isinstance(value, dict) or not value:
-        raise InputError("'options' must be an object {A: ...} or a list", path=str(path), line=line,
-                         field="options")
+        raise InputError("'options' must be an object {A: ...} or a list", path=str(path),
+                         line=line, field="options")
     return {str(k).strip().upper(): str(v) for k, v in value.items()}
 
 
@@ -164,8 +166,8 @@ def mirage_samples(path: Path, dataset: str) -> Iterator[Sample]:
     """One dataset of MIRAGE ``benchmark.json`` (mmlu, medqa, medmcqa, pubmedqa, bioasq)."""
     data = load_json(path)
     if not isinstance(data, dict) or dataset not in data:
-        raise InputError(f"no dataset '{dataset}' (have: {', '.join(data) if isinstance(data, dict) else '-'})",
-                         path=str(path), field=dataset)
+        have = ", ".join(data) if isinstance(data, dict) else "-"
+        raise InputError(f"no dataset '{dataset}' (have: {have})", path=str(path), field=dataset)
     for qid, item in data[dataset].items():
         options = _options(item.get("options"), path, 0)
         answer = str(item.get("answer", "")).strip().upper()
