@@ -164,3 +164,12 @@ def test_retrieval_and_domain_tasks_use_the_retrieval_metrics(tmp_path: Path,
     result = entry["variants"]["retrieval"]["metrics"]
     assert result["n"] == 4 and result["R@1"] >= 0.5 and result["R@10"] == 1.0
     assert 0 < result["MRR"] <= 1
+
+
+def test_http_generators_count_as_thread_safe() -> None:
+    from mmedrag.evaluation.cache import is_thread_safe
+    from mmedrag.generation.openai_compat import OpenAICompatGenerator
+
+    assert is_thread_safe(OpenAICompatGenerator.__new__(OpenAICompatGenerator))
+    assert not is_thread_safe(EchoGenerator())
+    assert is_thread_safe(CountingGenerator())

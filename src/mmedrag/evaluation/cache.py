@@ -64,6 +64,14 @@ def cache_key(messages: list[dict[str, Any]], images: list[Any] | None, signatur
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def is_thread_safe(generator: Any) -> bool:
+    """``thread_safe`` when the generator says so; HTTP (OpenAI-compatible) clients are."""
+    declared = getattr(generator, "thread_safe", None)
+    if declared is not None:
+        return bool(declared)
+    return "openai" in type(generator).__module__
+
+
 class GenerationCache:
     """key → Generation, in one SQLite file (or ``":memory:"``)."""
 
@@ -113,7 +121,7 @@ class CachingGenerator:
         self.name = getattr(inner, "name", type(inner).__name__)
         self.model = getattr(inner, "model", self.name)
         self.sees_images = bool(getattr(inner, "sees_images", False))
-        self.thread_safe = bool(getattr(inner, "thread_safe", False))
+        self.thread_safe = is_thread_safe(inner)
         self._signature = {**generator_signature(inner), **(extra_signature or {})}
         self._local = threading.local()
         self._count_lock = threading.Lock()
