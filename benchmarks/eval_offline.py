@@ -41,6 +41,21 @@ def build_index(directory: Path, records: list, label: str) -> object:
     return index
 
 
+def leak_check(run_dir: Path, data: Path, name: str) -> dict:
+    """Evidence that should never appear: a VQA-RAD test image / overlap id, or an own abstract."""
+    from mmedrag.evaluation.corpora import overlap_ids, synpic_id, vqa_rad_test_synpics
+    from mmedrag.evaluation.runner import read_rows
+
+    rows = [r for r in read_rows(run_dir) if r.get("evidence")]
+    if name == "vqa-rad":
+        banned = vqa_rad_test_synpics(data) | overlap_ids(data)
+        bad = [e["id"] for r in rows for e in r["evidence"] if synpic_id(e["id"]) in banned]
+    else:
+        bad = [e["id"] for r in rows for e in r["evidence"] if e["id"] == f"pubmed{r['id']}"]
+    return {"rows_with_evidence": len(rows),
+            "evidence_items": sum(len(r["evidence"]) for r in rows), "leaked": len(bad)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -86,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                                "tokens_out_mean": s["usage"]["tokens_out_mean"]}
                            for v, s in metrics["tasks"][task]["variants"].items()}
         summaries[name]["over_reliance"] = metrics["tasks"][task].get("over_reliance")
+        summaries[name]["leak_check"] = leak_check(out / name, data, name)
         summaries[name]["run"] = metrics["run"]
     print(json.dumps(summaries, indent=1))
     return 0
