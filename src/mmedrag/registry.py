@@ -35,6 +35,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "bm25": "mmedrag.retrieval.bm25:BM25Retriever",
         "hybrid": "mmedrag.retrieval.hybrid:HybridRetriever",
         "kg": "mmedrag.retrieval.kg:KGRetriever",
+        "hyde": "mmedrag.retrieval.hyde:HydeRetriever",
     },
     "reranker": {
         "cross-encoder": "mmedrag.retrieval.rerank:CrossEncoderReranker",
