@@ -176,7 +176,8 @@ def main() -> int:
     else:
         print(f"index: {result['index']}; {stats['clients']} clients on /v1/search (hybrid, k=5) "
               f"for {stats['seconds']} s on {HOST}")
-        print(f"  requests {stats['requests']}, errors {stats['errors']} {stats['error_kinds'] or ''}")
+        kinds = stats["error_kinds"] or ""
+        print(f"  requests {stats['requests']}, errors {stats['errors']} {kinds}")
         print(f"  latency p50 {stats['p50_ms']} ms, p90 {stats['p90_ms']} ms, p99 "
               f"{stats['p99_ms']} ms, mean {stats['mean_ms']} ms; {stats['req_per_s']} req/s")
         print("malformed requests to /v1/answer:")

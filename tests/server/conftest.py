@@ -36,7 +36,8 @@ def echo_config() -> Any:
     return Config(generator=Component(name="echo"))
 
 
-def _live(index_dir: Path, config: Any, api_key: str | None, **options: Any) -> Iterator[LiveServer]:
+def _live(index_dir: Path, config: Any, api_key: str | None,
+          **options: Any) -> Iterator[LiveServer]:
     from mmedrag.server.app import create_app
     from mmedrag.server.background import serve_in_thread
 

@@ -12,8 +12,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mmedrag.cli.main import main
-from mmedrag.server.inputs import (BadRequest, decode_base64_image, parse_body, parse_multipart,
-                                   valid_record_id)
+from mmedrag.server.inputs import (
+    BadRequest,
+    decode_base64_image,
+    parse_body,
+    parse_multipart,
+    valid_record_id,
+)
 from mmedrag.server.security import check_bind, is_loopback
 
 

@@ -140,7 +140,8 @@ def test_answer_with_real_llama_cpp_generator(hashing_index: Any, sample_image: 
 
         def ask(_: int) -> dict[str, Any]:
             with live.client() as client:
-                response = client.post("/v1/answer", files={"image": ("a.jpg", image, "image/jpeg")},
+                response = client.post("/v1/answer",
+                                       files={"image": ("a.jpg", image, "image/jpeg")},
                                        data={"question": "Is the spleen normal size?",
                                              "task": "closed_vqa"})
                 assert response.status_code == 200, response.text

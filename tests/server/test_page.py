@@ -14,7 +14,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                                reason="headless Chromium (Debian chromium + chromium-driver) absent")
+                                reason="headless Chromium (chromium, chromium-driver) absent")
 webdriver = pytest.importorskip("selenium.webdriver")
 
 
@@ -71,7 +71,8 @@ def test_upload_ask_and_see_cited_evidence(browser: Any, live: Any, sample_image
     assert expected["evidence"], "the echo pipeline should retrieve evidence for this question"
 
     browser.get(live.url + "/")
-    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .thumb img[src^='blob:']")) >= 24)
+    loaded = "#gallery .thumb img[src^='blob:']"
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, loaded)) >= 24)
     assert "36 records" in browser.find_element(By.ID, "index-summary").text
     browser.find_element(By.ID, "image-input").send_keys(str(sample_image))
     _wait(browser, lambda d: d.find_element(By.ID, "preview").is_displayed())

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 QUESTION = "Is the spleen normal size?"
+JSON = "application/json"
 
 
-def _raw(port: int, request: bytes, read_timeout: float = 10.0) -> tuple[int, dict[str, Any], float]:
+def _raw(port: int, request: bytes,
+         read_timeout: float = 10.0) -> tuple[int, dict[str, Any], float]:
     """Send raw bytes (no client-side URL normalisation); return status, JSON body, seconds."""
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
@@ -57,7 +59,7 @@ def _multipart(question: bytes | None, image: tuple[str, bytes] | None) -> tuple
 @pytest.mark.parametrize(("case", "expect_status", "expect_text"), [
     ("no question nor image", 400, "send a question"),
     ("image without question", 400, "'question' is required"),
-    ("text file named .png", 400, "'notes.png' is not a readable image"),
+    ("text file named .png", 400, "'notes.png' is not a readable image (PNG, JPEG or DICOM"),
     ("non-UTF-8 question", 400, "field 'question' is not valid UTF-8"),
     ("non-UTF-8 JSON body", 400, "'request body' is not valid UTF-8"),
     ("malformed JSON", 400, "malformed JSON"),
@@ -75,13 +77,14 @@ def test_malformed_answer_requests(live: Any, sample_image: Path, case: str,
     requests: dict[str, tuple[bytes, str]] = {
         "no question nor image": _multipart(None, None),
         "image without question": _multipart(None, ("scan.jpg", png)),
-        "text file named .png": _multipart(QUESTION.encode(), ("notes.png", b"just some text\n" * 20)),
+        "text file named .png": _multipart(QUESTION.encode(),
+                                           ("notes.png", b"just some text\n" * 20)),
         "non-UTF-8 question": _multipart(b"Is the \xff\xfe spleen normal?", ("scan.jpg", png)),
         "non-UTF-8 JSON body": (b'{"question": "Is the \xff spleen normal?"}', "application/json"),
         "malformed JSON": (b'{"question": "Is it?",', "application/json"),
         "JSON array": (b'["Is it?"]', "application/json"),
-        "malformed base64": (b'{"question": "Is it?", "image_b64": "@@not base64@@"}', "application/json"),
-        "base64 of text": (b'{"question": "Is it?", "image_b64": "aGVsbG8gd29ybGQ="}', "application/json"),
+        "malformed base64": (b'{"question": "Is it?", "image_b64": "@@not base64@@"}', JSON),
+        "base64 of text": (b'{"question": "Is it?", "image_b64": "aGVsbG8gd29ybGQ="}', JSON),
         "unknown task": (b'{"question": "Is it?", "task": "diagnose"}', "application/json"),
         "bad no_rag": (b'{"question": "Is it?", "no_rag": "maybe"}', "application/json"),
         "wrong content type": (b"question=Is it?", "text/plain"),
@@ -155,7 +158,8 @@ def test_huge_pixel_count_is_rejected(live: Any) -> None:
     buffer = io.BytesIO()
     Image.new("L", (10_000, 10_000)).save(buffer, format="PNG")  # 100 Mpx, ~100 kB compressed
     with live.client() as client:
-        response = client.post("/v1/search", files={"image": ("bomb.png", buffer.getvalue(), "image/png")})
+        response = client.post("/v1/search",
+                               files={"image": ("bomb.png", buffer.getvalue(), "image/png")})
     assert response.status_code == 413 and "10000x10000 pixels" in response.json()["error"]
 
 
@@ -197,7 +201,8 @@ def test_api_key_required_when_set(live_auth: Any, headers: dict[str, str], stat
         health = client.get("/healthz")
     assert search.status_code == image.status_code == status
     if status == 401:
-        assert "API key" in search.json()["error"] and search.headers["www-authenticate"] == "Bearer"
+        assert "API key" in search.json()["error"]
+        assert search.headers["www-authenticate"] == "Bearer"
     assert health.status_code == 200 and health.json()["auth"] is True
 
 

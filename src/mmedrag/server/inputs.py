@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from mmedrag.errors import InputError
 
@@ -99,8 +99,9 @@ def decode_image(data: bytes, name: str) -> Image.Image:
                 raise BadRequest(f"image '{name}' is {probe.width}x{probe.height} pixels, over "
                                  f"the limit of {MAX_IMAGE_PIXELS}", status=413)
         return load_image(data, what=name)
-    except InputError:
-        raise BadRequest(f"'{name}' is not a readable image (PNG, JPEG or DICOM expected)") from None
+    except (InputError, UnidentifiedImageError):
+        raise BadRequest(f"'{name}' is not a readable image (PNG, JPEG or DICOM expected)"
+                         ) from None
     except BadRequest:
         raise
     except Image.DecompressionBombError:
@@ -126,7 +127,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise BadRequest(f"malformed JSON at line {exc.lineno} column {exc.colno}: "
+                         f"{exc.msg}") from None
     if not isinstance(data, dict):
         raise BadRequest("JSON body must be an object")
     return data
