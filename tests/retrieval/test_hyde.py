@@ -73,7 +73,8 @@ def test_mean_fusion_is_the_weighted_mean_of_normalised_vectors(hashing_index) -
 
 def test_empty_hypothesis_falls_back_and_bad_options(hashing_index) -> None:  # noqa: ANN001
     silent = ScriptedGenerator({})
-    hits = HydeRetriever(hashing_index, generator=silent).retrieve(Query(text="pleural effusion"), 3)
+    hyde = HydeRetriever(hashing_index, generator=silent)
+    hits = hyde.retrieve(Query(text="pleural effusion"), 3)
     plain = DenseRetriever(hashing_index, exact=True).retrieve(Query(text="pleural effusion"), 3)
     assert [h.id for h in hits] == [h.id for h in plain]
     assert hypothetical_query("pleural effusion", silent) == "pleural effusion"

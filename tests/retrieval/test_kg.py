@@ -13,12 +13,19 @@ from mmedrag.errors import InputError, UsageError
 from mmedrag.records import Query
 from mmedrag.registry import REGISTRY
 from mmedrag.retrieval.kg import Gazetteer, KGRetriever
-from mmedrag.retrieval.kg_loaders import (LoadResult, Triple, load_do_axioms, load_generic,
-                                          load_slake, load_source)
+from mmedrag.retrieval.kg_loaders import (
+    LoadResult,
+    Triple,
+    load_do_axioms,
+    load_generic,
+    load_slake,
+    load_source,
+)
 from mmedrag.retrieval.kg_store import KnowledgeGraph
 
 TINY = [("influenza", "has symptom", "fever"), ("influenza", "has symptom", "cough"),
-        ("influenza", "has symptom", "muscle pain"), ("influenza", "is a", "viral infectious disease"),
+        ("influenza", "has symptom", "muscle pain"),
+        ("influenza", "is a", "viral infectious disease"),
         ("influenza", "transmitted by", "respiratory droplets"),
         ("swine influenza", "is a", "influenza"), ("avian influenza", "is a", "influenza"),
         ("viral infectious disease", "is a", "infectious disease"),
@@ -68,7 +75,8 @@ def test_symptom_question_ranks_symptom_triples_first(tiny_kg: Path, minilm) -> 
                             "influenza — has symptom — muscle pain"]
     first = hits[0]
     assert first.retriever == "kg" and first.record.domain == "kg" and first.rank == 1
-    assert first.record.meta["relation"] == "has symptom" and first.record.meta["head"] == "influenza"
+    assert first.record.meta["relation"] == "has symptom"
+    assert first.record.meta["head"] == "influenza"
     assert first.details["entity"] == "influenza" and first.details["surface"] == "flu"
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
@@ -81,7 +89,8 @@ def test_two_hops_mmr_and_config(tiny_kg: Path) -> None:
     deep = two.retrieve(query, 20)
     assert {h.record.text for h in deep if h.details["hop"] == 2} >= {
         "influenza — has symptom — fever", "avian influenza — is a — influenza"}
-    assert len(KGRetriever(kg_path=tiny_kg, encoder="hashing", hops=2, mmr=0.5).retrieve(query, 4)) == 4
+    diverse = KGRetriever(kg_path=tiny_kg, encoder="hashing", hops=2, mmr=0.5)
+    assert len(diverse.retrieve(query, 4)) == 4
     assert one.retrieve(Query(text="nothing known here"), 5) == []
     config = two.config()
     rebuilt = REGISTRY.create("retriever", "kg", **config["options"])

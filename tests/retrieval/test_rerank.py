@@ -70,7 +70,8 @@ def test_cross_encoder_reorders_by_model_scores(tiny_cross_encoder: Path) -> Non
     assert [h.score for h in out] == pytest.approx(sigmoid.tolist(), abs=1e-4)
     assert out[0].details["rerank"]["rank_before"] == 6 and out[0].retriever == "dense"
     config = reranker.config()
-    assert config["name"] == "cross-encoder" and config["options"]["model"] == str(tiny_cross_encoder)
+    assert config["name"] == "cross-encoder"
+    assert config["options"]["model"] == str(tiny_cross_encoder)
 
 
 def test_cross_encoder_leaves_image_only_queries_alone(tiny_cross_encoder: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from mmedrag.errors import UsageError
 from mmedrag.records import Hit, Record
 from mmedrag.registry import REGISTRY
-from mmedrag.selection.calibrated import Calibration, CalibratedSelector, calibrate
+from mmedrag.selection.calibrated import CalibratedSelector, Calibration, calibrate
 
 TRUE_RISK = {1: 0.30, 2: 0.22, 3: 0.16, 4: 0.12, 5: 0.10, 6: 0.11, 7: 0.14, 8: 0.19}
 ALPHA, DELTA, N, TRIALS = 0.15, 0.1, 400, 1000
@@ -23,7 +23,8 @@ def simulate(trials: int, seed: int) -> np.ndarray:
     return rng.random((trials, len(TRUE_RISK), N)) < accuracy[None, :, None]
 
 
-def violation_rate(correct: np.ndarray, method: str, order: list[int] | None = None) -> tuple[float, float]:
+def violation_rate(correct: np.ndarray, method: str,
+                   order: list[int] | None = None) -> tuple[float, float]:
     """Share of trials whose valid set holds some k with true risk > α; mean |Λ̂|."""
     ks = list(TRUE_RISK)
     violations, sizes = 0, []

@@ -11,8 +11,14 @@ from hypothesis import strategies as st
 from scipy.stats import binom
 
 from mmedrag.errors import UsageError
-from mmedrag.selection.ltt import (bonferroni_valid, fixed_sequence_valid, h1, hb_p_value,
-                                   hb_p_values, valid_mask)
+from mmedrag.selection.ltt import (
+    bonferroni_valid,
+    fixed_sequence_valid,
+    h1,
+    hb_p_value,
+    hb_p_values,
+    valid_mask,
+)
 
 
 def reference_p_value(errors: int, n: int, alpha: float) -> float:
@@ -41,7 +47,7 @@ def test_p_value_matches_reference_and_is_monotone(n: int, alpha: float, data) -
     p = hb_p_values(np.array(errors) / n, n, alpha)
     assert np.all(p >= 0) and np.all(p <= 1.0)
     assert np.all(np.diff(p) >= -1e-12)  # non-decreasing in the empirical risk
-    for e, value in zip(errors, p):
+    for e, value in zip(errors, p, strict=True):
         assert value == pytest.approx(reference_p_value(e, n, alpha), rel=1e-7, abs=1e-300)
 
 

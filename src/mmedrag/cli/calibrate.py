@@ -34,15 +34,20 @@ def _results_path(results: Optional[Path], from_run: Optional[Path]) -> Path:
 
 
 def calibrate_command(
-    results: Optional[Path] = typer.Argument(None, help="JSONL of {\"id\", \"k\", \"correct\"} rows."),
-    from_run: Optional[Path] = typer.Option(None, "--from-run", help="Run folder holding calibration.jsonl."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Store the calibration with this index."),
+    results: Optional[Path] = typer.Argument(
+        None, help="JSONL of {\"id\", \"k\", \"correct\"} rows."),
+    from_run: Optional[Path] = typer.Option(
+        None, "--from-run", help="Run folder holding calibration.jsonl."),
+    index: Optional[Path] = typer.Option(
+        None, "--index", "-i", help="Store the calibration with this index."),
     alpha: float = typer.Option(0.1, help="Target risk: FR = 1 - accuracy <= alpha."),
     delta: float = typer.Option(0.1, help="Tolerated failure probability of the guarantee."),
     method: str = typer.Option("bonferroni", help="bonferroni | fixed-sequence"),
-    choose: str = typer.Option("accuracy", help="Which valid k to use: accuracy | largest | smallest"),
-    order: Optional[str] = typer.Option(None, help="Candidate k in testing order, e.g. 3,2,4,1 "
-                                                   "(fixed before seeing data; default ascending)."),
+    choose: str = typer.Option("accuracy",
+                               help="Which valid k to use: accuracy | largest | smallest"),
+    order: Optional[str] = typer.Option(
+        None, help="Candidate k in testing order, e.g. 3,2,4,1 (fixed before seeing data; "
+                   "default ascending)."),
     as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
 ) -> None:
     """Choose k with a risk guarantee P(FR <= alpha) >= 1 - delta (RULE, Learn-then-Test).

@@ -60,7 +60,8 @@ def build_command(
 def query_command(
     question: str = typer.Argument(..., help="The question."),
     kg: Optional[Path] = typer.Option(None, "--kg", help="Graph file (default: the index's)."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index (encoder, graph path)."),
+    index: Optional[Path] = typer.Option(None, "--index", "-i",
+                                         help="Index (encoder, graph path)."),
     k: int = typer.Option(5, "-k", help="Number of triples."),
     encoder: Optional[str] = typer.Option(None, help="Text encoder name when no index is given "
                                                      "(default sentence-transformers)."),

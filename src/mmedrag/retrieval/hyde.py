@@ -85,12 +85,14 @@ class HydeRetriever:
         if not 0.0 <= float(weight) <= 1.0:
             raise UsageError(f"hyde retriever: weight must be in [0, 1], got {weight}")
         if index is None and (fusion == "mean" or base is None):
-            raise UsageError("hyde retriever needs an index (or fusion='rrf' with a base retriever)")
+            raise UsageError("hyde retriever needs an index (or fusion='rrf' with a base "
+                             "retriever)")
         if "{question}" not in prompt:
             raise UsageError("hyde retriever: prompt must contain '{question}'")
         self.index, self.base = index, base
         self.generator = _generator(generator)
-        self.weight, self.fusion, self.max_tokens, self.prompt = float(weight), fusion, max_tokens, prompt
+        self.weight, self.fusion = float(weight), fusion
+        self.max_tokens, self.prompt = max_tokens, prompt
         self.last_hypothesis = ""
 
     def retrieve(self, query: Query, k: int) -> list[Hit]:

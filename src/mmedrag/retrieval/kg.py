@@ -4,7 +4,8 @@ For a question, :class:`Gazetteer` finds the KG entities it names (exact n-gram 
 labels and synonyms, longest first, then fuzzy matching with rapidfuzz for misspellings). The
 retriever collects their 1-hop triples (optionally 2-hop, through the neighbouring entities),
 ranks them by the cosine between the question's and the triple's embedding (the index's text
-encoder) plus a relation-intent term (cosine of the question with the relation alone), optionally diversifies them with MMR and reranks the head with a cross-encoder, and
+encoder) plus a relation-intent term (cosine of the question with the relation alone),
+optionally diversifies them with MMR and reranks the head with a cross-encoder, and
 returns them as evidence hits: text "head — relation — tail", domain "kg", retriever "kg".
 
 Example:
@@ -231,7 +232,7 @@ class KGRetriever:
         vectors = self.encoder.encode_texts([t.text for t, _, _ in found])
         similarity = vectors @ question
         relations = sorted({t.relation for t, _, _ in found})
-        intent = dict(zip(relations, self.encoder.encode_texts(relations) @ question))
+        intent = dict(zip(relations, self.encoder.encode_texts(relations) @ question, strict=True))
         relevance = similarity + self.relation_weight * np.array([intent[t.relation]
                                                                   for t, _, _ in found])
         scores = relevance * np.array([self._weight(t, m, hop) for t, m, hop in found])

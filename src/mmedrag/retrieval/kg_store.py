@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmedrag.errors import InputError
-from mmedrag.retrieval.kg_loaders import LoadResult, Triple
+from mmedrag.retrieval.kg_loaders import LoadResult
 
 FORMAT_VERSION = 1
 _NON_WORD = re.compile(r"[^0-9a-z]+")

@@ -90,7 +90,8 @@ class CrossEncoderReranker:
             raise MmedragError(f"cannot load cross-encoder {model!r} (from {path}): "
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                                ) from exc
-        self.model, self.batch_size, self.max_length, self.device = model, batch_size, max_length, device
+        self.model, self.batch_size = model, batch_size
+        self.max_length, self.device = max_length, device
 
     def score(self, question: str, passages: list[str]) -> np.ndarray:
         """Relevance of each passage to the question (higher is better)."""
@@ -149,7 +150,8 @@ class MMRReranker:
     Args:
         index: an Index whose stored text vectors are reused (and whose text encoder embeds the
             question and any hit not in the store).
-        encoder: a text encoder to use instead of (or without) an index.
+        encoder: a text encoder (object, registry name or {name, options}) to use instead of
+            (or without) an index.
         lambda_mult: 1.0 = pure relevance, 0.0 = pure diversity.
 
     A hit's relevance is the cosine of its vector with the question's; for image-only queries
@@ -157,7 +159,8 @@ class MMRReranker:
     the hit was picked.
 
     Example:
-        >>> MMRReranker(index, lambda_mult=0.7).rerank(Query(text="effusion"), hits, k=5)  # doctest: +SKIP
+        >>> MMRReranker(index, lambda_mult=0.7).rerank(
+        ...     Query(text="effusion"), hits, k=5)  # doctest: +SKIP
     """
 
     name = "mmr"
@@ -165,9 +168,16 @@ class MMRReranker:
     def __init__(self, index: Any = None, encoder: Any = None, lambda_mult: float = 0.7) -> None:
         if not 0.0 <= float(lambda_mult) <= 1.0:
             raise UsageError(f"mmr reranker: lambda_mult must be in [0, 1], got {lambda_mult}")
-        if index is None and encoder is None:
-            raise UsageError("mmr reranker needs an index or a text encoder to compare hits")
         self.index = index
+        if isinstance(encoder, (str, dict)):
+            from mmedrag.registry import REGISTRY
+
+            spec = {"name": encoder} if isinstance(encoder, str) else encoder
+            encoder = REGISTRY.create("text_encoder", spec["name"],
+                                      **dict(spec.get("options") or {}))
+        if encoder is None and index is None:
+            raise UsageError("mmr reranker needs an index or a text encoder (option encoder, "
+                             "e.g. 'sentence-transformers') to compare hits")
         self.encoder = encoder if encoder is not None else index.text_encoder
         self.lambda_mult = float(lambda_mult)
 
@@ -199,7 +209,7 @@ class MMRReranker:
         order, values = mmr_order(np.asarray(relevance, dtype=float), vectors,
                                   k if k is not None else len(hits), self.lambda_mult)
         scores = [0.0] * len(hits)
-        for position, value in zip(order, values):
+        for position, value in zip(order, values, strict=True):
             scores[position] = value
         return reranked(hits, scores, order, self.name)
 

@@ -171,12 +171,15 @@ def calibrate(per_sample_correct: dict[Any, Any], alpha: float = 0.1, delta: flo
     sizes = np.array([len(data[k]) for k in order])
     errors = np.array([len(data[k]) - int(data[k].sum()) for k in order])
     risks = errors / sizes
-    p_values = np.array([hb_p_values([r], int(n), alpha)[0] for r, n in zip(risks, sizes)]) \
-        if len(set(sizes.tolist())) > 1 else hb_p_values(risks, int(sizes[0]), alpha)
+    if len(set(sizes.tolist())) > 1:  # different n per k: one p-value at a time
+        p_values = np.array([hb_p_values([r], int(n), alpha)[0]
+                             for r, n in zip(risks, sizes, strict=True)])
+    else:
+        p_values = hb_p_values(risks, int(sizes[0]), alpha)
     mask = valid_mask(p_values, delta, method)
     rows = [CandidateResult(k=k, n=int(n), errors=int(e), risk=float(r), p_value=float(p),
                             valid=bool(v))
-            for k, n, e, r, p, v in zip(order, sizes, errors, risks, p_values, mask)]
+            for k, n, e, r, p, v in zip(order, sizes, errors, risks, p_values, mask, strict=True)]
     return Calibration(alpha=float(alpha), delta=float(delta), method=method, choose=choose,
                        order=order, candidates=rows,
                        valid=sorted(r.k for r in rows if r.valid), k=_choose(rows, choose),

@@ -59,11 +59,12 @@ def gap_statistics(scores: list[float]) -> tuple[list[float], str]:
         return [], "log-ratio"
     if all(s > 0 for s in scores):
         logs = [math.log(s) for s in scores]  # log a − log b: no overflow for tiny b
-        return [a - b for a, b in zip(logs, logs[1:])], "log-ratio"
+        return [a - b for a, b in zip(logs, logs[1:], strict=False)], "log-ratio"
     scale = max(abs(s) for s in scores)
     if scale == 0:
         return [0.0] * (len(scores) - 1), "relative-difference"
-    return [(a - b) / scale for a, b in zip(scores, scores[1:])], "relative-difference"
+    gaps = [(a - b) / scale for a, b in zip(scores, scores[1:], strict=False)]
+    return gaps, "relative-difference"
 
 
 class GapSelector:
@@ -76,7 +77,8 @@ class GapSelector:
 
     Example:
         >>> from mmedrag.records import Hit, Record
-        >>> hits = [Hit(Record(id=str(i), text=""), s) for i, s in enumerate([0.9, 0.88, 0.5, 0.49])]
+        >>> scores = [0.9, 0.88, 0.5, 0.49]
+        >>> hits = [Hit(Record(id=str(i), text=""), s) for i, s in enumerate(scores)]
         >>> sel = GapSelector(gamma=0.2, k_min=1, k_max=4).select(hits)
         >>> sel.k, sel.reason
         (2, 'kept 2 of 4 hits: score gap log(0.880/0.500)=0.565 > γ=0.2 after hit 2')
@@ -98,7 +100,8 @@ class GapSelector:
                                    "candidates": len(hits), "statistic": statistic,
                                    "gaps": [round(u, 6) for u in gaps]}
         cut = None
-        for i in range(max(self.k_min, 1), len(window)):  # i hits kept if the gap after hit i is big
+        # keep i hits when the gap after hit i is big
+        for i in range(max(self.k_min, 1), len(window)):
             if gaps[i - 1] > self.gamma:
                 cut = i
                 break
