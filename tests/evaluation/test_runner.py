@@ -173,3 +173,23 @@ def test_http_generators_count_as_thread_safe() -> None:
     assert is_thread_safe(OpenAICompatGenerator.__new__(OpenAICompatGenerator))
     assert not is_thread_safe(EchoGenerator())
     assert is_thread_safe(CountingGenerator())
+
+
+def test_metrics_cover_this_invocation_and_reports_compare_like_for_like(tmp_path: Path) -> None:
+    from mmedrag.evaluation.report import load_metrics
+
+    tasks = resolve_tasks(f"vqa-closed={_questions(tmp_path, 20)}")
+    out = tmp_path / "grow"
+    Runner(_pipeline(CountingGenerator()), tasks, out, parse_variants("no-rag"), limit=12,
+           progress=False).run()
+    gen = CountingGenerator()
+    metrics = Runner(_pipeline(gen), tasks, out, parse_variants("no-rag"), limit=5,
+                     progress=False).run()
+    assert gen.calls == {}  # a smaller limit is already done
+    assert metrics["tasks"]["vqa-closed"]["variants"]["no-rag"]["metrics"]["n"] == 5
+    rows = read_rows(out)
+    extra = [dict(r, variant="other") for r in rows[:3]]  # a second variant, mid-run
+    with open(out / "rows.jsonl", "a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in extra)
+    report = load_metrics(out)["tasks"]["vqa-closed"]["variants"]
+    assert {v: s["metrics"]["n"] for v, s in report.items()} == {"no-rag": 3, "other": 3}

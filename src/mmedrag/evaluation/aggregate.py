@@ -72,6 +72,15 @@ def summarize(task: TaskSpec, rows: Sequence[dict[str, Any]], prices: dict[str, 
             "copy_reference": copy_reference(rows)}
 
 
+def paired_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only the samples every variant of their task has answered (for like-for-like tables)."""
+    ids: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for row in rows:
+        ids[row["task"]][row["variant"]].add(row["id"])
+    common = {task: set.intersection(*variants.values()) for task, variants in ids.items()}
+    return [r for r in rows if r["id"] in common[r["task"]]]
+
+
 def aggregate_run(rows: Sequence[dict[str, Any]], tasks: Sequence[TaskSpec] | None = None,
                   prices: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """Everything ``metrics.json`` holds, keyed task → variant, plus paired diagnostics."""

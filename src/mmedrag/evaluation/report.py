@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmedrag.errors import UsageError
-from mmedrag.evaluation.aggregate import aggregate_run
+from mmedrag.evaluation.aggregate import aggregate_run, paired_rows
 from mmedrag.evaluation.runner import read_rows
 
 _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -41,8 +41,9 @@ def load_metrics(run_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{run_dir}: no rows.jsonl / metrics.json (is this a run directory?)")
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
     prices = (info.get("config") or {}).get("prices") or saved.get("prices") or {}
-    metrics = aggregate_run(rows, prices=prices)
-    metrics["run"] = {**saved.get("run", {}), "rows": len(rows)}
+    paired = paired_rows(rows)
+    metrics = aggregate_run(paired, prices=prices)
+    metrics["run"] = {**saved.get("run", {}), "rows": len(rows), "rows_paired": len(paired)}
     return metrics
 
 
@@ -262,8 +263,10 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     run_info = metrics.get("run", {})
     body = (f"<h1>mmedrag evaluation: {html.escape(run_dir.name)}</h1>"
             f"<p>{html.escape(json.dumps(run_info))}</p><h2>Metrics</h2>{_metric_table(metrics)}"
-            "<p>CIs: percentile bootstrap over samples (1,000 resamples; 200 for text "
-            "generation). Seconds are wall time on the machine that ran it.</p>"
+            "<p>n counts the samples every variant of a task has answered (a run still in "
+            "progress is compared like for like). CIs: percentile bootstrap over samples "
+            "(1,000 resamples; 200 for text generation). Seconds are wall time on the machine "
+            "that ran it.</p>"
             "<h2>Factuality diagnostics</h2>" + _diagnostics(metrics) +
             "<p>Definitions: mmedrag/evaluation/diagnostics.py.</p>"
             "<h2>Plots</h2><img src='ablation.png'><img src='pareto.png'><img src='domains.png'>"

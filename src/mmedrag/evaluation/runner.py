@@ -114,14 +114,18 @@ class Runner:
         self._write_run_json()
         done = {(r["variant"], r["task"], r["id"]) for r in read_rows(self.out)}
         started = time.perf_counter()
+        selected: set[tuple[str, str]] = set()
         for task in self.tasks:
             samples = task.load(self.data_root, self.limit, self.seed)
+            selected |= {(task.name, s.id) for s in samples}
             for variant in self._variants_for(task):
                 todo = [s for s in samples if (variant.name, task.name, s.id) not in done]
                 self.skipped += len(samples) - len(todo)
                 if todo:
                     self._run_one(task, variant, todo)
-        rows = read_rows(self.out)
+        # Metrics cover this invocation's samples (rows from a larger earlier --limit stay on
+        # disk, reused when the run grows again).
+        rows = [r for r in read_rows(self.out) if (r["task"], r["id"]) in selected]
         prices = getattr(self.pipeline.config, "prices", {}) or {}
         metrics = aggregate_run(rows, self.tasks, prices=prices)
         metrics["run"] = {"computed": self.computed, "skipped_already_done": self.skipped,
