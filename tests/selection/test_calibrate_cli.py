@@ -82,3 +82,23 @@ def test_mismatched_ids_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["calibrate"]) == 2
     assert "exactly one of" in capsys.readouterr().err
     assert main(["calibrate", str(path), "--order", "1,x"]) == 2
+
+
+def test_from_run_reads_runner_calibration_rows_per_task(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """The evaluation runner writes {"id", "task", "k", "correct"}; ids repeat across tasks."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"id": f"q{i}", "task": task, "k": k, "correct": (i + k) % 7 != 0}
+            for task in ("vqa-rad", "pubmedqa") for k in (1, 2) for i in range(150)]
+    (run / "calibration.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["calibrate", "--from-run", str(run), "--alpha", "0.2", "--json"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert [c["n"] for c in both["candidates"]] == [300, 300]
+    assert main(["calibrate", "--from-run", str(run), "--task", "pubmedqa", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    expected = calibrate({k: [(i + k) % 7 != 0 for i in range(150)] for k in (1, 2)}, 0.1, 0.1)
+    assert one["task"] == "pubmedqa" and one["valid"] == expected.valid
+    assert [c["errors"] for c in one["candidates"]] == [c.errors for c in expected.candidates]
+    assert main(["calibrate", "--from-run", str(tmp_path)]) == 2
+    assert "no calibration.jsonl" in capsys.readouterr().err

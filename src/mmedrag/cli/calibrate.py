@@ -40,6 +40,7 @@ def calibrate_command(
         None, "--from-run", help="Run folder holding calibration.jsonl."),
     index: Optional[Path] = typer.Option(
         None, "--index", "-i", help="Store the calibration with this index."),
+    task: Optional[str] = typer.Option(None, help="Use only rows of this task (runner output)."),
     alpha: float = typer.Option(0.1, help="Target risk: FR = 1 - accuracy <= alpha."),
     delta: float = typer.Option(0.1, help="Tolerated failure probability of the guarantee."),
     method: str = typer.Option("bonferroni", help="bonferroni | fixed-sequence"),
@@ -59,10 +60,10 @@ def calibrate_command(
 
     path = _results_path(results, from_run)
     parsed_order = _parse_order(order)
-    data = read_calibration_results(path)
+    data = read_calibration_results(path, task=task)
     cal = calibrate(data, alpha=alpha, delta=delta, method=method, choose=choose,
                     order=parsed_order)
-    payload = {**cal.to_dict(), "source": str(path)}
+    payload = {**cal.to_dict(), "source": str(path), "task": task}
     if index is not None:
         from mmedrag.index import Index
 

@@ -1,5 +1,8 @@
 """Read calibration results: JSONL rows ``{"id", "k", "correct"}``, one per sample per k.
 
+Rows may carry a ``task`` (the evaluation runner's ``calibration.jsonl`` does): a sample is then
+identified by (task, id), and ``task=`` keeps one task only.
+
 Example:
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "cal.jsonl")
@@ -17,7 +20,7 @@ from pathlib import Path
 from mmedrag.errors import InputError
 
 
-def _parse_row(line: str, path: str, number: int) -> tuple[str, int, bool]:
+def _parse_row(line: str, path: str, number: int) -> tuple[str, str, int, bool]:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -34,10 +37,10 @@ def _parse_row(line: str, path: str, number: int) -> tuple[str, int, bool]:
     if correct not in (True, False, 0, 1):
         raise InputError(f"correct must be true/false or 0/1, got {correct!r}", path=path,
                          line=number, field="correct")
-    return str(row["id"]), int(k), bool(correct)
+    return str(row.get("task", "")), str(row["id"]), int(k), bool(correct)
 
 
-def read_calibration_results(path: str | Path) -> dict[int, list[bool]]:
+def read_calibration_results(path: str | Path, task: str | None = None) -> dict[int, list[bool]]:
     """Per-k correctness lists, aligned on sample id (sorted), from a JSONL file.
 
     Every k must be evaluated on the same sample ids, once each: the guarantee is about one
@@ -51,13 +54,17 @@ def read_calibration_results(path: str | Path) -> dict[int, list[bool]]:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            sample, k, correct = _parse_row(line, str(path), number)
+            row_task, sample_id, k, correct = _parse_row(line, str(path), number)
+            if task is not None and row_task != task:
+                continue
+            sample = f"{row_task}/{sample_id}" if row_task else sample_id
             if sample in table.setdefault(k, {}):
                 raise InputError(f"duplicate result for id {sample!r} with k={k}", path=str(path),
                                  line=number)
             table[k][sample] = correct
     if not table:
-        raise InputError("no calibration results in file", path=str(path))
+        which = f" for task {task!r}" if task is not None else ""
+        raise InputError(f"no calibration results{which} in file", path=str(path))
     reference_k = min(table)
     ids = sorted(table[reference_k])
     for k, rows in sorted(table.items()):
