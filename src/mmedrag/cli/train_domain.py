@@ -11,10 +11,12 @@ import typer
 
 def format_confusion(columns: list[str], labels: list[str], matrix: list[list[int]]) -> str:
     """Confusion matrix as aligned text (rows: truth, columns: prediction)."""
-    width = max(8, *(len(c) + 2 for c in columns), *(len(label) + 2 for label in labels))
-    lines = ["truth \\ pred".ljust(width) + "".join(c.rjust(width) for c in columns)]
+    corner = "truth \\ pred"
+    first = max(len(corner), *(len(label) for label in labels)) + 2
+    width = max(7, *(len(c) + 2 for c in columns))
+    lines = [corner.ljust(first) + "".join(c.rjust(width) for c in columns)]
     for label, row in zip(labels, matrix):
-        lines.append(label.ljust(width) + "".join(str(v).rjust(width) for v in row))
+        lines.append(label.ljust(first) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ def retriever_command(
     text_field: Optional[str] = typer.Option(None, help="Report field (default text/report/caption)."),
     split_field: Optional[str] = typer.Option(None, help="Manifest split field: train rows train, dev rows validate."),
     val_fraction: float = typer.Option(0.1, help="Validation share of cases/patients without --split-field."),
+    subset: Optional[str] = typer.Option(None, help="FIELD=VALUE: train on matching rows only (e.g. split=train)."),
     case_text: Optional[Path] = typer.Option(None, help="cases.jsonl with case-level text (findings, diagnosis)."),
     aux_fields: str = typer.Option("modality,plane,location", help="Manifest labels learnt as auxiliary heads."),
     model: str = typer.Option("tower", help="tower (offline default) | an open_clip model id or hf-hub: path."),
@@ -40,6 +41,9 @@ def retriever_command(
 
     if index is not None and not (index / "index.json").exists():
         raise UsageError(f"{index}: not an index (no index.json)")
+    if subset is not None and "=" not in subset:
+        raise UsageError(f"--subset must be FIELD=VALUE, got {subset!r}")
+    pair = tuple(subset.split("=", 1)) if subset else None
     opened = None
     if index is not None:
         from mmedrag.index import Index
@@ -52,7 +56,7 @@ def retriever_command(
                                patience=patience, seed=seed)
         summary = train_retriever(
             manifest, out, domain=domain, domain_field=domain_field, text_field=text_field,
-            split_field=split_field, val_fraction=val_fraction,
+            split_field=split_field, val_fraction=val_fraction, subset=pair,  # type: ignore[arg-type]
             aux_fields=tuple(f for f in aux_fields.split(",") if f), case_text=case_text,
             config=cfg, text_encoder=opened.text_encoder if opened else None, resume=resume,
             progress=not as_json)

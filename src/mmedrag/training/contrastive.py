@@ -45,6 +45,7 @@ class TowerTrainConfig:
     case_weight: float = 0.5
     monitor: str = "R@5"
     threads: int = 0
+    handcrafted: bool = True
 
 
 @dataclass
@@ -57,6 +58,7 @@ class PairSet:
     groups: list[str]
     labels: dict[str, list[int]] = field(default_factory=dict)
     case_vectors: np.ndarray | None = None
+    extra: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -75,13 +77,19 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255).unsqueeze(1)
 
 
-def embed_pixels(model: ImageTower, pixels: np.ndarray, batch: int = 128) -> np.ndarray:
-    """Eval-mode tower embeddings of preloaded pixels."""
+def _extra(extra: np.ndarray | None, idx: Any) -> torch.Tensor | None:
+    return None if extra is None else torch.from_numpy(extra[idx])
+
+
+def embed_pixels(model: ImageTower, pixels: np.ndarray, batch: int = 128,
+                 extra: np.ndarray | None = None) -> np.ndarray:
+    """Eval-mode tower embeddings of preloaded pixels (and fixed features when it uses them)."""
     model.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(pixels), batch):
-            out.append(model(to_tensor(pixels[start:start + batch]))[0].numpy())
+            part = slice(start, start + batch)
+            out.append(model(to_tensor(pixels[part]), _extra(extra, part))[0].numpy())
     return np.concatenate(out) if out else np.zeros((0, model.project.out_features), np.float32)
 
 
@@ -90,14 +98,28 @@ def evaluate_recall(model: ImageTower, data: PairSet, ks: tuple[int, ...] = (1, 
     unique = sorted(set(data.texts))
     where = {t: i for i, t in enumerate(data.texts)}
     docs = np.stack([data.text_vectors[where[t]] for t in unique])
-    rankings = rank_by_similarity(embed_pixels(model, data.pixels), docs, unique, max(ks))
+    rankings = rank_by_similarity(embed_pixels(model, data.pixels, extra=data.extra), docs, unique,
+                                  max(ks))
     return retrieval_metrics(rankings, [{t} for t in data.texts], ks)
+
+
+def warmup_cosine(total: int, warmup: float = 0.05) -> Any:
+    """Learning-rate factor: linear warm-up over ``warmup`` of the steps, then cosine to 2 %."""
+    ramp = max(1, int(total * warmup))
+
+    def factor(step: int) -> float:
+        if step < ramp:
+            return (step + 1) / ramp
+        progress = min(1.0, (step - ramp) / max(1, total - ramp))
+        return 0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * progress))
+
+    return factor
 
 
 def _batch_loss(model: ImageTower, scale: LogitScale, data: PairSet, idx: np.ndarray,
                 cfg: TowerTrainConfig, gen: torch.Generator) -> torch.Tensor:
     pixels = augment(to_tensor(data.pixels[idx]), gen, cfg.augment)
-    emb, aux = model(pixels)
+    emb, aux = model(pixels, _extra(data.extra, idx))
     texts = torch.from_numpy(data.text_vectors[idx])
     groups = [data.groups[i] for i in idx]
     same_text = np.array([[data.texts[i] == data.texts[j] for j in idx] for i in idx], float)
@@ -163,8 +185,13 @@ def _epoch(model: ImageTower, scale: LogitScale, data: PairSet, cfg: TowerTrainC
 
 def train_tower(train: PairSet, val: PairSet, out_dir: str | Path, cfg: TowerTrainConfig,
                 aux_classes: dict[str, int] | None = None, meta: dict[str, Any] | None = None,
-                resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train, validating each epoch; keeps ``best.pt`` (by ``cfg.monitor``) and ``last.pt``."""
+                resume: bool = False, progress: bool = True,
+                stop_after: int | None = None) -> TrainResult:
+    """Train, validating each epoch; keeps ``best.pt`` (by ``cfg.monitor``) and ``last.pt``.
+
+    ``stop_after`` ends this run after that many epochs (the schedule still spans
+    ``cfg.epochs``), so a long training can run in slices with ``resume=True``.
+    """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
@@ -172,20 +199,21 @@ def train_tower(train: PairSet, val: PairSet, out_dir: str | Path, cfg: TowerTra
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = ImageTower(train.text_vectors.shape[1], cfg.width, aux_classes)
+    extra_dim = 0 if train.extra is None else train.extra.shape[1]
+    model = ImageTower(train.text_vectors.shape[1], cfg.width, aux_classes, extra_dim=extra_dim)
     scale = LogitScale()
     opt = torch.optim.AdamW([*model.parameters(), *scale.parameters()], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     steps = cfg.epochs * max(1, -(-len(train) // cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps + 1,
-                                                pct_start=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     start, state = 0, {"best": -1.0, "best_epoch": -1, "bad": 0, "history": []}
     if resume and (out / "last.pt").exists():
         start, state = _restore(out / "last.pt", model, scale, opt, sched)
     began = time.perf_counter()
     bar = tqdm(total=(cfg.epochs - start) * -(-len(train) // cfg.batch_size), disable=not progress,
                desc="tower", unit="batch")
-    for epoch in range(start, cfg.epochs):
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
+    for epoch in range(start, end):
         if state["bad"] >= cfg.patience:
             break
         loss = _epoch(model, scale, train, cfg, opt, sched, epoch, bar)
@@ -201,7 +229,7 @@ def train_tower(train: PairSet, val: PairSet, out_dir: str | Path, cfg: TowerTra
         else:
             state["bad"] += 1
         _save(out / "last.pt", model, scale, opt, sched, epoch + 1, state, cfg, meta or {})
+        (out / "history.json").write_text(json.dumps(state["history"], indent=1))
     bar.close()
-    (out / "history.json").write_text(json.dumps(state["history"], indent=1))
     return TrainResult(state["best_epoch"], state.get("best_metrics", {}), state["history"],
                        out / "best.pt", time.perf_counter() - began)

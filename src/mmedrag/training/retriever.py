@@ -67,8 +67,15 @@ def encode_unique(text_encoder: Any, texts: list[str]) -> np.ndarray:
     return vectors[[where[t] for t in texts]]
 
 
+def handcrafted_features(images: list[Any]) -> np.ndarray:
+    """Fixed full-resolution features (histograms, gradients, shape) the tower can take in."""
+    from mmedrag.training.image_features import HandcraftedImageFeatures
+
+    return HandcraftedImageFeatures().encode_images(images)
+
+
 def build_pair_set(rows: list[Row], text_encoder: Any, size: int, labels: dict[str, list[str]],
-                   case_texts: dict[str, str] | None = None) -> PairSet:
+                   case_texts: dict[str, str] | None = None, handcrafted: bool = False) -> PairSet:
     """Preload pixels and embed the reports (and case texts) of ``rows``."""
     texts = [r.text for r in rows]
     vectors = encode_unique(text_encoder, texts)
@@ -78,8 +85,9 @@ def build_pair_set(rows: list[Row], text_encoder: Any, size: int, labels: dict[s
         case_vectors = encode_unique(text_encoder, joined)
     codes = {name: [values.index(r.fields[name]) if r.fields.get(name) in values else -1
                     for r in rows] for name, values in labels.items()}
+    extra = handcrafted_features([r.image for r in rows]) if handcrafted else None
     return PairSet(preload_images(rows, size), texts, vectors, [r.group for r in rows], codes,
-                   case_vectors)
+                   case_vectors, extra)
 
 
 def default_text_encoder() -> Any:
@@ -91,6 +99,7 @@ def default_text_encoder() -> Any:
 def train_retriever(manifest: str | Path, out_dir: str | Path, domain: str | None = None,
                     domain_field: str = "domain", text_field: str | None = None,
                     split_field: str | None = None, val_fraction: float = 0.1,
+                    subset: tuple[str, str] | None = None,
                     aux_fields: tuple[str, ...] = ("modality", "plane", "location"),
                     case_text: str | Path | None = None, config: TowerTrainConfig | None = None,
                     text_encoder: Any = None, resume: bool = False,
@@ -98,14 +107,19 @@ def train_retriever(manifest: str | Path, out_dir: str | Path, domain: str | Non
     """Train the image tower on a manifest's image–report pairs (optionally one domain).
 
     Validation is ``split_field``'s dev rows, or a by-case/patient split of the training rows.
+    ``subset=(field, value)`` keeps only matching rows first (e.g. ``("split", "train")`` to
+    train and validate inside the official training split, leaving dev untouched).
     Writes ``tower.pt`` + ``config.json`` (loadable by TrainedTowerEncoder) and checkpoints.
     """
     cfg = config or TowerTrainConfig()
     rows = read_rows(manifest, text_field=text_field, require_text=True)
+    if subset:
+        rows = [r for r in rows if str(r.fields.get(subset[0], "")) == subset[1]]
     if domain:
         rows = [r for r in rows if str(r.fields.get(domain_field, "")) == domain]
-        if not rows:
-            raise UsageError(f"{manifest}: no rows with {domain_field}={domain!r}")
+    if not rows:
+        raise UsageError(f"{manifest}: no rows with {domain_field}={domain!r}"
+                         + (f" and {subset[0]}={subset[1]!r}" if subset else ""))
     if split_field:
         train_rows, val_rows = split_rows(rows, split_field=split_field)
     else:
@@ -113,8 +127,8 @@ def train_retriever(manifest: str | Path, out_dir: str | Path, domain: str | Non
     encoder = text_encoder or default_text_encoder()
     labels = label_maps(train_rows, aux_fields)
     cases = read_case_texts(case_text) if case_text else None
-    train = build_pair_set(train_rows, encoder, cfg.size, labels, cases)
-    val = build_pair_set(val_rows, encoder, cfg.size, labels)
+    train = build_pair_set(train_rows, encoder, cfg.size, labels, cases, cfg.handcrafted)
+    val = build_pair_set(val_rows, encoder, cfg.size, labels, handcrafted=cfg.handcrafted)
     text_cfg = encoder.config() if hasattr(encoder, "config") else {"name": encoder.name}
     meta = {"domain": domain, "domain_field": domain_field, "labels": labels,
             "text_encoder": {**text_cfg, "name_id": encoder.name, "version": encoder.version,
@@ -177,7 +191,10 @@ class TrainedTowerEncoder:
 
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalise(embed_pixels(self.model, preload_images(list(images), self.size)))
+        images = list(images)
+        extra = handcrafted_features(images) if self.model.extra_dim else None
+        return l2_normalise(embed_pixels(self.model, preload_images(images, self.size),
+                                         extra=extra))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         if self._text_encoder is None:

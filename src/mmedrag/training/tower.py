@@ -51,27 +51,34 @@ class ImageTower(nn.Module):
     """
 
     def __init__(self, out_dim: int = 384, width: int = 32,
-                 aux_classes: dict[str, int] | None = None, dropout: float = 0.2) -> None:
+                 aux_classes: dict[str, int] | None = None, dropout: float = 0.2,
+                 extra_dim: int = 0) -> None:
         super().__init__()
         w = width
+        self.extra_dim = extra_dim
+        self.extra_norm = nn.LayerNorm(extra_dim) if extra_dim else None
         self.features = nn.Sequential(
             nn.Conv2d(1, w, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(w),
             nn.ReLU(inplace=True),
             _block(w, w, 2), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2), _block(4 * w, 6 * w, 2))
-        feat = 6 * w * 2 + HIST_BINS
+        feat = 6 * w * 2 + HIST_BINS + extra_dim
         self.trunk = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat, 512), nn.ReLU(inplace=True))
         self.project = nn.Linear(512, out_dim)
         self.aux = nn.ModuleDict({name: nn.Linear(512, n) for name, n in (aux_classes or {}).items()})
 
-    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The 512-d trunk features (before projection)."""
+    def embed(self, pixels: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """The 512-d trunk features (before projection); ``extra``: fixed per-image features."""
         maps = self.features(pixels * 2 - 1)
-        pooled = torch.cat([maps.mean((2, 3)), maps.amax((2, 3)),
-                            intensity_histogram(pixels)], dim=1)
-        return self.trunk(pooled)
+        parts = [maps.mean((2, 3)), maps.amax((2, 3)), intensity_histogram(pixels)]
+        if self.extra_norm is not None:
+            if extra is None:
+                raise ValueError(f"this tower needs {self.extra_dim} extra features per image")
+            parts.append(self.extra_norm(extra))
+        return self.trunk(torch.cat(parts, dim=1))
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        hidden = self.embed(pixels)
+    def forward(self, pixels: torch.Tensor, extra: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        hidden = self.embed(pixels, extra)
         emb = F.normalize(self.project(hidden), dim=-1)
         return emb, {name: head(hidden) for name, head in self.aux.items()}
 
@@ -157,4 +164,5 @@ def tower_config(model: ImageTower) -> dict[str, Any]:
     """Constructor arguments that rebuild ``model`` (saved beside its weights)."""
     return {"out_dim": model.project.out_features,
             "width": model.features[0].out_channels,
-            "aux_classes": {k: v.out_features for k, v in model.aux.items()}}
+            "aux_classes": {k: v.out_features for k, v in model.aux.items()},
+            "extra_dim": model.extra_dim}
