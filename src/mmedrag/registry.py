@@ -24,7 +24,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "image_encoder": {
         "thumbnail": "mmedrag.encoders.image_text:ThumbnailImageEncoder",
         "open_clip": "mmedrag.encoders.image_text:OpenClipEncoder",
-        "tower": "mmedrag.encoders.image_text:TrainedTowerEncoder",
+        "tower": "mmedrag.training.retriever:TrainedTowerEncoder",
     },
     "store": {
         "embedded": "mmedrag.stores.embedded:EmbeddedStore",
