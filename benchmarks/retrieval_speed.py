@@ -1,4 +1,4 @@
-"""Retrieval speed: the embedded store and Milvus Lite against numpy brute force; bm25s vs rank_bm25.
+"""Retrieval speed: embedded store and Milvus Lite vs numpy brute force; bm25s vs rank_bm25.
 
 Data: all-MiniLM-L6-v2 embeddings of the 41,260 100-word chunks of MedQuAD's answers
 (``<data>/medquad/qa.jsonl``), queried with 1,000 MedQuAD questions; embeddings are cached
@@ -111,8 +111,8 @@ def synthetic_section(args: argparse.Namespace, bases: np.ndarray,
                       queries: np.ndarray) -> list[DenseResult]:
     started = time.perf_counter()
     matrix = synthetic(bases, args.synthetic)
-    print(f"\n(generated {len(matrix):,} synthetic vectors in {time.perf_counter() - started:.0f}s)",
-          flush=True)
+    seconds = time.perf_counter() - started
+    print(f"\n(generated {len(matrix):,} synthetic vectors in {seconds:.0f}s)", flush=True)
     tenth = tenth_scores(matrix, queries)
     rows = [bench_numpy(matrix, queries, min(50, args.latency_queries))]
     rows += run_embedded(matrix, queries, tenth, args.latency_queries, None, None, m=args.m,
@@ -138,8 +138,9 @@ def print_bm25(res: dict[str, Any]) -> None:
     print(f"  query p50 speed-up of bm25s over rank_bm25: "
           f"{res['rank_p50_ms'] / res['bm25s_p50_ms']:.1f}x (bm25s timed with its tokenizer, "
           f"rank_bm25 on pre-tokenised queries); batch bm25s {res['bm25s_qps_batch']:.0f} q/s")
-    print(f"  indexing speed-up: {res['rank_bm25_index_only_s'] / res['bm25s_index_only_s']:.1f}x"
-          f" on tokens, {(res['rank_bm25_index_only_s'] + tok) / (res['bm25s_index_only_s'] + tok):.1f}x"
+    rank_index, bm25s_index = res["rank_bm25_index_only_s"], res["bm25s_index_only_s"]
+    print(f"  indexing speed-up: {rank_index / bm25s_index:.1f}x"
+          f" on tokens, {(rank_index + tok) / (bm25s_index + tok):.1f}x"
           f" with the shared tokenisation ({tok:.1f}s); BM25Index.build with save "
           f"{res['bm25s_build_s']:.1f}s")
     print(f"  same top-10 as rank_bm25: {res['agree_robertson']:.1%} of queries (robertson, "

@@ -56,7 +56,8 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 
 def _corpus(n: int = 12, seed: int = 0) -> tuple[list[Record], np.ndarray]:
     rng = np.random.default_rng(seed)
-    records = [Record(id=f"r{i:02d}", text=f"record {i} — naïve café", domain="CT" if i % 2 else "MR",
+    records = [Record(id=f"r{i:02d}", text=f"record {i} — naïve café",
+                      domain="CT" if i % 2 else "MR",
                       title=f"t{i}", image=f"images/r{i:02d}.png" if i % 3 == 0 else "",
                       meta={"split": "train" if i % 3 else "dev", "case": i, "tags": ["x"]})
                for i in range(n)]
@@ -117,7 +118,8 @@ def test_records_round_trip_with_every_field(opener: Callable[..., Any]) -> None
 
 
 @pytest.mark.parametrize("filters", [
-    {"domain": "CT"}, {"domain": ["CT", "MR"]}, {"split": "dev"}, {"domain": "MR", "split": "train"},
+    {"domain": "CT"}, {"domain": ["CT", "MR"]}, {"split": "dev"},
+    {"domain": "MR", "split": "train"},
     {"case": 4}, {"case": [1, 2, 3]}, {"domain": []}, {"unknown": "x"}, {"split": 'de"v'},
 ])
 def test_filters_match_the_reference_semantics(opener: Callable[..., Any],

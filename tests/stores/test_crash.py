@@ -33,7 +33,8 @@ def _write_corpus(path: Path, n: int) -> list[str]:
         for i in range(n):
             text = " ".join(words[(i * 7 + j) % len(words)] for j in range(40)) + f" case {i}."
             ids.append(f"doc{i:06d}")
-            handle.write(json.dumps({"id": ids[-1], "title": f"report {i}", "content": text}) + "\n")
+            row = {"id": ids[-1], "title": f"report {i}", "content": text}
+            handle.write(json.dumps(row) + "\n")
     return ids
 
 

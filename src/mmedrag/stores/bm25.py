@@ -96,7 +96,8 @@ class BM25Index:
         self.built_for = meta["built_for"]
         self.method = meta.get("method", self.method)
         self.k1, self.b = float(meta.get("k1", self.k1)), float(meta.get("b", self.b))
-        self._model = bm25s.BM25.load(str(self.path / "model")) if (self.path / "model").exists() else None
+        model_dir = self.path / "model"
+        self._model = bm25s.BM25.load(str(model_dir)) if model_dir.exists() else None
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -113,5 +114,6 @@ class BM25Index:
         docs, scores = self._model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         out = []
         for row_docs, row_scores in zip(np.asarray(docs), np.asarray(scores)):
-            out.append([(self._ids[int(d)], float(s)) for d, s in zip(row_docs, row_scores) if s > 0])
+            out.append([(self._ids[int(d)], float(s))
+                        for d, s in zip(row_docs, row_scores) if s > 0])
         return out

@@ -7,7 +7,8 @@ are appended to the graph, and a graph older than a deletion is rebuilt.
 
 Search is exact (NumPy inner product) when fewer than ``exact_below`` records pass the filters,
 for ``exact=True`` and for filters that keep under 2 % of the records; otherwise HNSW with
-``ef_search`` (filters applied inside the graph walk). Scores are inner products of L2-normalised vectors.
+``ef_search`` (filters applied inside the graph walk). Scores are inner products of
+L2-normalised vectors.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ class EmbeddedStore:
         with self._lock:
             with self._db:
                 marks = ",".join("?" * len(ids))
-                cur = self._db.execute(f"DELETE FROM records WHERE id IN ({marks})", ids) if ids else None
+                cur = (self._db.execute(f"DELETE FROM records WHERE id IN ({marks})", ids)
+                       if ids else None)
                 removed = cur.rowcount if cur else 0
                 if removed:
                     epoch = int(self._state("delete_epoch") or 0) + 1
@@ -168,7 +170,7 @@ class EmbeddedStore:
                                         "LIMIT ?", (last, batch)).fetchall()
             if not rows:
                 return
-            for seq, data in rows:
+            for _, data in rows:
                 yield Record.from_dict(json.loads(data))
             last = rows[-1][0]
 
@@ -177,7 +179,8 @@ class EmbeddedStore:
         """Top-``k`` hits per query vector, best first."""
         queries = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         if queries.shape[1] != self.dim:
-            raise MmedragError(f"search: query vectors are {queries.shape[1]}-d, store is {self.dim}-d")
+            raise MmedragError(f"search: query vectors are {queries.shape[1]}-d, "
+                               f"store is {self.dim}-d")
         with self._lock:
             self._ensure_loaded()
             n = len(self._ids)
