@@ -101,9 +101,13 @@ class RetrievalFlow:
         trace: list[str] = []
         seconds: dict[str, float] = {}
         start = time.perf_counter()
-        domain, route = self._route(question, image, trace)
+        domain, field, route = self._route(image, trace)
         seconds["route"] = time.perf_counter() - start
-        query = Query(text=question, image=image, domain=domain, filters=dict(filters or {}))
+        filters = dict(filters or {})
+        if domain is not None and field != "domain":
+            filters[field] = domain
+        query = Query(text=question, image=image, domain=domain if field == "domain" else None,
+                      filters=filters)
         start = time.perf_counter()
         candidates = self._retrieve(query, k, exclude_ids or set(), trace, generator)
         seconds["retrieve"] = time.perf_counter() - start
@@ -122,21 +126,26 @@ class RetrievalFlow:
                 "candidates": len(candidates)}
         return selection.hits, selection, info
 
-    def _route(self, question: str, image: Any, trace: list[str]) -> tuple[str | None, dict]:
+    def _route(self, image: Any, trace: list[str]) -> tuple[str | None, str, dict[str, Any]]:
+        """(domain or None, the record field it filters on, route details)."""
         router, why = self._router()
         if router is None:
             trace.append(f"{why}; searched all domains")
-            return None, {}
-        decision = router.route(image=image, text=question)
-        route = {"domain": decision.domain, "probability": decision.probability,
+            return None, "domain", {}
+        if image is None:
+            trace.append("text-only question: the image domain router does not apply; "
+                         "searched all domains")
+            return None, "domain", {}
+        decision = router.route(image)
+        field = getattr(router, "field", "domain") or "domain"
+        route = {"domain": decision.domain, "field": field, "probability": decision.probability,
                  "probabilities": decision.probabilities, "searched_all": decision.searched_all,
                  "reason": decision.reason}
         if decision.domain is None or decision.searched_all:
-            trace.append(f"router unsure (p={decision.probability:.2f}): searched all domains"
-                         + (f"; {decision.reason}" if decision.reason else ""))
-            return None, route
-        trace.append(f"routed to domain {decision.domain} (p={decision.probability:.2f})")
-        return decision.domain, route
+            trace.append(f"router unsure (p={decision.probability:.2f}): searched all domains")
+            return None, field, route
+        trace.append(f"routed to {field} {decision.domain} (p={decision.probability:.2f})")
+        return decision.domain, field, route
 
     def _retrieve(self, query: Query, k: int, exclude: set[str], trace: list[str],
                   generator: Callable[[], Any] | None) -> list[Hit]:

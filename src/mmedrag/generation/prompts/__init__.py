@@ -72,7 +72,8 @@ def format_options(options: dict[str, str] | None) -> str:
 
 
 def build_messages(task: str, question: str, evidence: list[Hit], options: dict[str, str] | None = None,
-                   image: str = "none", version: str = "v1") -> list[dict[str, Any]]:
+                   image: str = "none", version: str = "v1",
+                   evidence_chars: int = MAX_EVIDENCE_CHARS) -> list[dict[str, Any]]:
     """Chat messages (system + user) for ``task``.
 
     Args:
@@ -83,6 +84,7 @@ def build_messages(task: str, question: str, evidence: list[Hit], options: dict[
         image: "seen" (attached for the model), "not_seen" (an image exists but the model is
             text-only) or "none".
         version: prompt template version.
+        evidence_chars: each evidence text is cut (at a word) to this many characters.
     """
     check_task(task)
     if task in ("mcq", "mcq_voc") and not options:
@@ -94,7 +96,7 @@ def build_messages(task: str, question: str, evidence: list[Hit], options: dict[
     if image == "not_seen" and not evidence:
         note = "You cannot see the medical image; answer from the question alone."
     body = templates["layout"].format(
-        image_note=note, evidence=format_evidence(evidence, templates["evidence_header"]),
+        image_note=note, evidence=format_evidence(evidence, templates["evidence_header"], evidence_chars),
         question=question.strip(), options=format_options(options), instruction=instruction)
     body = "\n".join(line for line in body.splitlines() if line.strip())
     return [{"role": "system", "content": templates["system"].strip()},
