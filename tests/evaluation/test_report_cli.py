@@ -58,3 +58,19 @@ def test_eval_run_errors_are_one_line(tmp_path: Path, echo_config: Path,
     assert main(["eval", "report", str(tmp_path / "nothing")]) == 2
     assert main(["eval", "run", "--list-tasks"]) == 0
     assert "mirage-medqa" in capsys.readouterr().out
+
+
+def test_eval_corpus_builds_an_index(tmp_path: Path, echo_config: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "data" / "pubmedqa"
+    folder.mkdir(parents=True)
+    (folder / "ori_pqal.json").write_text(json.dumps(
+        {"1": {"QUESTION": "Q1?", "CONTEXTS": ["Statins lower LDL."]},
+         "2": {"QUESTION": "Q2?", "CONTEXTS": ["Ultrasound finds appendicitis."]}}))
+    args = ["eval", "corpus", "pubmedqa", "--index", str(tmp_path / "idx"), "--data",
+            str(tmp_path / "data"), "--config", str(echo_config), "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["ingest"]["added"] == 2
+    assert main(args) == 0  # incremental: nothing new
+    assert json.loads(capsys.readouterr().out)["ingest"]["added"] == 0
+    assert main(["eval", "corpus", "mimic", "--index", str(tmp_path / "i2")]) == 2
