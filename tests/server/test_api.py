@@ -159,3 +159,21 @@ def test_openapi_and_page(live: Any) -> None:
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
     assert script.status_code == 200 and "https://" not in script.text
+
+
+def test_unavailable_generator_is_a_503_and_search_still_works(hashing_index: Any,
+                                                                start_live: Any) -> None:
+    from mmedrag.config import Component, Config
+
+    config = Config(generator=Component(name="no-such-generator"))
+    with start_live(hashing_index.dir, config, None) as server, server.client() as client:
+        answer = client.post("/v1/answer", json={"question": "Is it normal?"})
+        bad_task = client.post("/v1/answer", json={"question": "Is it normal?", "task": "x"})
+        search = client.post("/v1/search", json={"text": "spleen", "k": 2})
+        docs = client.get("/docs")
+    assert answer.status_code == 503
+    assert answer.json()["error"].startswith("answering is unavailable:")
+    assert "no-such-generator" in answer.json()["error"]
+    assert bad_task.status_code == 400 and "unknown task 'x'" in bad_task.json()["error"]
+    assert search.status_code == 200 and len(search.json()["hits"]) == 2
+    assert docs.status_code == 404  # no Swagger UI: it would load scripts from a CDN

@@ -2,7 +2,8 @@
 
 Endpoints (JSON errors are ``{"error": message, "status": code}``):
 
-* ``GET /healthz``; ``GET /`` the web page; ``GET /openapi.json`` and ``/docs``;
+* ``GET /healthz``; ``GET /`` the web page; ``GET /openapi.json`` (no Swagger UI: it loads
+  its scripts from a CDN, and the server works offline);
 * ``POST /v1/answer`` — multipart (``image`` file, ``question``, ``task``, ``no_rag``,
   ``options``) or JSON (``image_b64``); returns ``Answer.to_dict()`` plus image URLs;
 * ``POST /v1/search`` — JSON ``{text?, image_b64?, k, mode, domain?}`` or multipart;
@@ -40,7 +41,6 @@ LOG = logging.getLogger("mmedrag.server")
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-# /docs (Swagger UI) loads its scripts from a CDN, so it gets no CSP; everything else does.
 SECURITY_HEADERS = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
                     "content-security-policy": CSP}
 
@@ -92,7 +92,7 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
         service = Service.open(index_dir, config, max_waiting)
     if preload:
         service.pipeline()
-    app = FastAPI(title="mmedrag", version=_version(), docs_url="/docs", redoc_url=None,
+    app = FastAPI(title="mmedrag", version=_version(), docs_url=None, redoc_url=None,
                   description="Multimodal medical RAG: search an index, answer with evidence.")
     app.state.service = service
     app.state.auth = bool(api_key)

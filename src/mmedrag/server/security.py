@@ -64,7 +64,7 @@ class GuardMiddleware:
         app: The ASGI app to guard.
         api_key: Required key (header ``X-API-Key`` or ``Authorization: Bearer``); None: open.
         max_body: Largest request body in bytes.
-        headers: Added to every response that lacks them (security headers), except /docs.
+        headers: Added to every response that lacks them (security headers).
     """
 
     def __init__(self, app: Any, api_key: str | None, max_body: int,
@@ -93,7 +93,7 @@ class GuardMiddleware:
                 await _reply(send, 413, f"request body of {int(declared)} bytes is over the "
                                         f"limit of {self.max_body} bytes")
                 return
-        await self._call_limited(scope, receive, send, not scope["path"].startswith("/docs"))
+        await self._call_limited(scope, receive, send)
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         supplied = headers.get("x-api-key", "")
@@ -104,8 +104,7 @@ class GuardMiddleware:
         return bool(supplied) and hmac.compare_digest(supplied.encode("utf-8", "replace"),
                                                       self.api_key.encode("utf-8"))
 
-    async def _call_limited(self, scope: Scope, receive: Receive, send: Send,
-                            add_headers: bool) -> None:
+    async def _call_limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
         started = False
 
@@ -122,10 +121,9 @@ class GuardMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if add_headers:
-                    present = {k.lower() for k, _ in message.get("headers", [])}
-                    extra = [(k, v) for k, v in self.headers if k not in present]
-                    message = {**message, "headers": list(message.get("headers", [])) + extra}
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.headers if k not in present]
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 
         try:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mmedrag.config import Config
-from mmedrag.errors import MmedragError, UsageError
+from mmedrag.errors import MmedragError
 from mmedrag.records import Hit, Query
 from mmedrag.server.concurrency import AnswerGate, guard_index, lazy
 from mmedrag.server.inputs import BadRequest, valid_record_id
@@ -88,7 +88,9 @@ class Service:
     def _build_pipeline(self) -> Any:
         from mmedrag.pipeline import Pipeline
 
-        return Pipeline.from_config(self.config, index=self.index)
+        pipeline = Pipeline.from_config(self.config, index=self.index)
+        pipeline.generator  # noqa: B018 - build it now: a bad generator config is a 503, not a 400
+        return pipeline
 
     # -- reading ---------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -193,11 +195,12 @@ class Service:
                options: dict[str, str] | None = None, use_rag: bool = True,
                include_messages: bool = False) -> dict[str, Any]:
         """Run the pipeline (one generation at a time) and return ``Answer.to_dict()`` + URLs."""
+        from mmedrag.generation.prompts import check_task
+
+        check_task(task)  # the client's mistake: 400
         try:
             pipeline = self.pipeline()
-        except UsageError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # the server's configuration or model: 503
             self.pipeline_error = f"{exc.__class__.__name__}: {exc}"
             raise BadRequest(f"answering is unavailable: {self.pipeline_error}", 503) from None
         waited = time.perf_counter()

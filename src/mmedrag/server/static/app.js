@@ -230,8 +230,10 @@ function renderAnswer(answer) {
   $("answer-text").textContent = answer.text || "(empty answer)";
   const badges = $("answer-badges");
   badges.replaceChildren();
-  if (answer.parsed !== null && answer.parsed !== undefined && answer.parsed !== answer.text) {
-    badges.appendChild(badge(`parsed: ${answer.parsed}`, "strong"));
+  const squash = (t) => String(t || "").toLowerCase().replace(/[^a-z0-9]+/g, "");
+  if (answer.parsed && squash(answer.parsed) !== squash(answer.text.replace(/\[\d+\]/g, ""))) {
+    const parsed = answer.parsed.length > 60 ? `${answer.parsed.slice(0, 57)}…` : answer.parsed;
+    badges.appendChild(badge(`parsed: ${parsed}`, "strong"));
   }
   if (answer.yes_probability !== null && answer.yes_probability !== undefined) {
     badges.appendChild(badge(`P(yes) ${answer.yes_probability.toFixed(2)}`));
@@ -249,7 +251,7 @@ function renderAnswer(answer) {
   renderTiming(answer.seconds || {});
   const trace = $("trace");
   trace.replaceChildren(...(answer.trace || []).map((line) => el("li", null, line)));
-  renderEvidence(answer.evidence || [], `Evidence (${(answer.evidence || []).length})`);
+  renderEvidence(answer.evidence || [], `Evidence (${(answer.evidence || []).length})`, true);
 }
 
 function renderTiming(seconds) {
@@ -275,7 +277,7 @@ function renderTiming(seconds) {
 
 function formatSeconds(s) { return s >= 1 ? `${s.toFixed(2)} s` : `${(s * 1000).toFixed(1)} ms`; }
 
-function renderEvidence(items, title) {
+function renderEvidence(items, title, withCitations = false) {
   $("evidence-title").hidden = false;
   $("evidence-title").textContent = title;
   const box = $("evidence");
@@ -296,6 +298,7 @@ function renderEvidence(items, title) {
     const head = el("div", "card-head");
     head.append(el("span", "num", `[${item.number}]`));
     if (item.cited) head.appendChild(badge("cited", "good"));
+    else if (withCitations) head.appendChild(badge("not cited", "muted-badge"));
     head.append(badge(item.domain || "–"), el("span", "score", `score ${Number(item.score).toFixed(3)}`));
     const caption = el("p", "caption", item.title ? `${item.title} — ${item.text}` : item.text);
     caption.title = "click to expand";
