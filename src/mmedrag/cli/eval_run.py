@@ -67,6 +67,9 @@ def run_command(
     runner = Runner(pipeline, tasks, out, variants, data_root=data if data.exists() else None,
                     limit=limit, seed=seed, workers=workers, copy_reference=copy_reference,
                     progress=not as_json)
+    if workers > 1 and not runner.generator.thread_safe:
+        typer.echo(f"note: {runner.generator.name} is not thread-safe; --workers {workers} "
+                   "ignored (parallel requests are for HTTP generators)", err=True)
     metrics = runner.run()
     if bertscore is not None:
         if not bertscore.is_dir():

@@ -129,6 +129,7 @@ class Runner:
         prices = getattr(self.pipeline.config, "prices", {}) or {}
         metrics = aggregate_run(rows, self.tasks, prices=prices)
         metrics["run"] = {"computed": self.computed, "skipped_already_done": self.skipped,
+                          "parallel_workers": self.workers if self.generator.thread_safe else 1,
                           "cache_hits": self.generator.hits, "cache_misses": self.generator.misses,
                           "seconds": round(time.perf_counter() - started, 2)}
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str),
