@@ -53,6 +53,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "transformers": "mmedrag.generation.transformers_local:TransformersGenerator",
         "llama-cpp": "mmedrag.generation.llama_cpp:LlamaCppGenerator",
         "echo": "mmedrag.generation.echo:EchoGenerator",
+        "transformers-peft": "mmedrag.preference.models:AdapterGenerator",
     },
 }
 

@@ -115,10 +115,12 @@ class PreferenceBuilder:
 
     def _ask(self, sample: Sample, image: Any, use_rag: bool,
              evidence: list[Any] | None = None) -> tuple[Any, ModelOutput]:
-        answer = self.pipeline.answer(sample.question, image=image, task=TASK_OF_KIND[sample.kind],
+        answer = self.pipeline.answer(sample.question, image=image,
+                                      task=sample.task or TASK_OF_KIND[sample.kind],
                                       options=sample.options, use_rag=use_rag, evidence=evidence,
                                       retrieval_image=sample.image if evidence is None else None,
-                                      params=self._params())
+                                      params=self._params(),
+                                      exclude_ids=sample.exclude_ids or None)
         output = ModelOutput(text=answer.text, parsed=answer.parsed, messages=answer.messages,
                              evidence_ids=[e.hit.id for e in answer.evidence])
         return answer, output

@@ -129,6 +129,7 @@ class AdapterGenerator:
         gguf_file: GGUF file name inside ``model``.
         adapter: folder of a PEFT adapter saved by ``mmedrag train dpo`` (None: the base model).
         device: auto | cpu | cuda.
+        max_tokens: cap on new tokens whatever the caller asks (None: no cap).
 
     Example:
         >>> gen = AdapterGenerator("smollm2", adapter="runs/dpo/adapter")   # doctest: +SKIP
@@ -139,8 +140,10 @@ class AdapterGenerator:
 
     def __init__(self, model: str = "smollm2", gguf_file: str | None = None,
                  adapter: str | Path | None = None, device: str = "auto",
-                 model_obj: Any = None, tokenizer: Any = None) -> None:
+                 max_tokens: int | None = None, model_obj: Any = None,
+                 tokenizer: Any = None) -> None:
         self.device = select_device(device)
+        self.max_tokens = max_tokens
         if model_obj is None:
             model_obj, tokenizer, vlm = load_model(model, gguf_file, self.device)
             if vlm:
@@ -171,6 +174,7 @@ class AdapterGenerator:
         import torch
 
         max_tokens = getattr(params, "max_tokens", 64) if params is not None else 64
+        max_tokens = min(max_tokens, self.max_tokens) if self.max_tokens else max_tokens
         start = time.perf_counter()
         inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                     return_tensors="pt", return_dict=True)

@@ -38,7 +38,11 @@ SUBSETS = ("cm", "oa1", "oa2")
 
 @dataclass
 class Sample:
-    """One training sample: question, truth, optional image (path) and options (choice tasks)."""
+    """One training sample: question, truth, optional image (path) and options (choice tasks).
+
+    ``task`` is the pipeline prompt task (closed_vqa, open_vqa, mcq, ...; default from the
+    answer's kind); ``exclude_ids`` are index records the sample must never retrieve.
+    """
 
     id: str
     question: str
@@ -47,6 +51,8 @@ class Sample:
     options: dict[str, str] | None = None
     answer_type: str | None = None
     domain: str | None = None
+    task: str | None = None
+    exclude_ids: set[str] = field(default_factory=set)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

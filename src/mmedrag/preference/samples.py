@@ -1,15 +1,16 @@
-"""Training samples for the preference builder: named tasks over ../shared/data, or any JSONL.
+"""Training samples for the preference builder, from the evaluation harness's task definitions.
 
-Named tasks (``--task``):
+``task`` is a harness task name or ``name=PATH`` (``vqa-closed=../shared/data/vqa-rad/train.jsonl``
+trains on VQA-RAD's own train split; ``bioasq-yesno`` reads BioASQ from the data root), or a
+plain ``.jsonl`` file with ``question``, ``answer`` and optionally ``id``, ``image`` (relative to
+the file), ``options``, ``answer_type``, ``domain``.
 
-* ``vqa-rad``: ``vqa-rad/{split}.jsonl`` (image, question, answer, answer_type, organ → domain);
-* ``bioasq``: ``bioasq/questions.jsonl`` yes/no questions, split by a hash of the id
-  (``test`` = 30 %, the rest ``train``; stable when questions are added);
-* a path to a JSONL file with ``question``, ``answer`` and optionally ``id``, ``image``
-  (relative to the file), ``options``, ``answer_type``, ``domain``.
+``split`` carves a stable train/test split out of tasks that have none: a sample is in ``test``
+when the hash of its id (with ``seed``) falls below 30 %; ``all`` keeps everything.
 
 Example:
-    >>> samples = load_samples("vqa-rad", data_root="../shared/data", split="train")  # doctest: +SKIP
+    >>> samples = load_samples("vqa-closed=../shared/data/vqa-rad/train.jsonl")  # doctest: +SKIP
+    >>> train = load_samples("bioasq-yesno", data_root="../shared/data", split="train")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -23,80 +24,79 @@ from mmedrag.errors import InputError, UsageError
 from mmedrag.preference.pairs import Sample
 
 TEST_FRACTION = 0.3
+SPLITS = ("all", "train", "test")
 
 
-def _in_split(sample_id: str, split: str, seed: int = 0) -> bool:
+def in_split(sample_id: str, split: str, seed: int = 0) -> bool:
+    """Whether ``sample_id`` belongs to ``split`` under the hash rule (see the module docstring)."""
+    if split == "all":
+        return True
     digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
     is_test = int.from_bytes(digest[:8], "little") / 2**64 < TEST_FRACTION
     return is_test if split == "test" else not is_test
 
 
-def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    if not path.exists():
-        raise UsageError(f"{path}: file not found")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append((number, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"invalid JSON: {exc.msg}", path=str(path),
-                                     line=number) from exc
-    return rows
-
-
 def read_jsonl_samples(path: Path, domain_field: str = "domain") -> list[Sample]:
     """Samples from a generic JSONL file (see the module docstring for the fields)."""
+    if not path.exists():
+        raise UsageError(f"{path}: file not found")
     samples = []
-    for number, row in _rows(path):
-        for name in ("question", "answer"):
-            if not str(row.get(name, "")).strip():
-                raise InputError("missing or empty", path=str(path), line=number, field=name)
-        image = row.get("image") or None
-        if image and not Path(image).is_absolute():
-            image = str(path.parent / image)
-        samples.append(Sample(id=str(row.get("id", number)), question=str(row["question"]),
-                              answer=str(row["answer"]), image=image,
-                              options=row.get("options") or None,
-                              answer_type=row.get("answer_type") or None,
-                              domain=row.get(domain_field) or None))
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=number) from exc
+            for name in ("question", "answer"):
+                if not str(row.get(name, "")).strip():
+                    raise InputError("missing or empty", path=str(path), line=number, field=name)
+            image = row.get("image") or None
+            if image and not Path(image).is_absolute():
+                image = str(path.parent / image)
+            samples.append(Sample(id=str(row.get("id", number)), question=str(row["question"]),
+                                  answer=str(row["answer"]), image=image,
+                                  options=row.get("options") or None,
+                                  answer_type=row.get("answer_type") or None,
+                                  domain=row.get(domain_field) or None))
     return samples
 
 
-def load_samples(task: str, data_root: str | Path | None = None, split: str = "train",
-                 limit: int | None = None, answer_types: tuple[str, ...] | None = None,
-                 ) -> list[Sample]:
-    """Samples of ``task`` (a name above or a JSONL path), at most ``limit``, in file order.
+_ANSWER_TYPE = {"closed_vqa": "CLOSED", "open_vqa": "OPEN"}
+
+
+def from_harness(sample: Any, kind: str) -> Sample:
+    """A preference :class:`Sample` from an evaluation-harness sample of a task of ``kind``."""
+    reference = sample.references[0] if sample.references else ""
+    return Sample(id=str(sample.id), question=sample.question, answer=str(reference),
+                  image=sample.image, options=sample.options,
+                  answer_type=_ANSWER_TYPE.get(kind), domain=sample.domain or None,
+                  task=kind, exclude_ids=set(sample.exclude_ids), meta=dict(sample.meta))
+
+
+def load_samples(task: str, data_root: str | Path | None = None, split: str = "all",
+                 limit: int | None = None, seed: int = 0) -> list[Sample]:
+    """Samples of ``task`` in file order, restricted to ``split``, at most ``limit``.
 
     Args:
-        task: ``vqa-rad``, ``bioasq`` or a JSONL path.
-        data_root: the shared data folder (named tasks only).
-        split: ``train`` or ``test``.
-        limit: keep the first N samples.
-        answer_types: keep only these answer types (e.g. ``("CLOSED",)``).
+        task: harness task name, ``name=PATH``, or a ``.jsonl`` path.
+        data_root: the shared data folder (harness tasks with a default path).
+        split: ``all``, ``train`` or ``test`` (hash split, see the module docstring).
+        limit: keep the first N samples of the split.
+        seed: seeds the hash split.
     """
-    if split not in ("train", "test"):
-        raise UsageError(f"split must be train or test, got {split!r}")
-    root = Path(data_root) if data_root else None
-    if task == "vqa-rad":
-        if root is None:
-            raise UsageError("task vqa-rad needs the shared data folder (--data-root)")
-        samples = read_jsonl_samples(root / "vqa-rad" / f"{split}.jsonl", domain_field="organ")
-    elif task == "bioasq":
-        if root is None:
-            raise UsageError("task bioasq needs the shared data folder (--data-root)")
-        path = root / "bioasq" / "questions.jsonl"
-        samples = [Sample(id=str(row["id"]), question=str(row["question"]),
-                          answer=str(row["exact_answer"]), answer_type="CLOSED", domain="text")
-                   for _, row in _rows(path) if _in_split(str(row["id"]), split)]
-    elif task.endswith(".jsonl"):
+    if split not in SPLITS:
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if task.endswith(".jsonl") and "=" not in task:
         samples = read_jsonl_samples(Path(task))
     else:
-        raise UsageError(f"unknown task {task!r}: use vqa-rad, bioasq or a .jsonl file")
-    if answer_types:
-        wanted = {t.upper() for t in answer_types}
-        samples = [s for s in samples if (s.answer_type or "").upper() in wanted]
+        from mmedrag.evaluation.tasks import resolve_tasks
+
+        specs = resolve_tasks(task)
+        samples = [from_harness(s, spec.kind) for spec in specs
+                   for s in spec.load(Path(data_root) if data_root else None)]
+    samples = [s for s in samples if in_split(s.id, split, seed)]
     if not samples:
         raise UsageError(f"task {task!r} ({split}) has no samples")
     return samples[:limit] if limit else samples
