@@ -1,11 +1,14 @@
 """Load test of the REST server on loopback, then its answers to malformed requests.
 
-1. Starts ``mmedrag.server`` on 127.0.0.1 (loopback only: this script never binds or calls any
-   other address) with a random API key, over ``--index`` or, by default, a temporary index of the
-   packaged 36-pair VQA-RAD sample built with the default all-MiniLM-L6-v2 text encoder.
+1. Starts ``mmedrag serve`` in a child process on 127.0.0.1 (loopback only: this script never
+   binds or calls any other address) with a random API key and the echo generator, over
+   ``--index`` or, by default, a temporary index of the packaged 36-pair VQA-RAD sample built
+   with the default all-MiniLM-L6-v2 text encoder. Clients run in this process, the server in
+   its own, so they do not share one interpreter lock.
 2. ``--clients`` threads POST ``/v1/search`` (the sample's questions, hybrid mode, k=5) for
    ``--seconds`` or until ``--max-requests`` in all, whichever comes first; prints requests,
-   errors, p50/p90/p99 latency and requests per second.
+   errors (a non-200, or hits that differ from the same query sent alone before the load),
+   p50/p90/p99 latency and requests per second.
 3. Sends the malformed requests (no image/question, a text file named .png, a 50 MB upload, a
    non-UTF-8 question, a wrong API key, malformed JSON and base64) and prints each status and
    message, then checks ``/healthz``.
@@ -20,7 +23,9 @@ import argparse
 import json
 import os
 import secrets
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -50,15 +55,32 @@ def build_sample_index(directory: Path, encoder: str) -> Path:
     return directory
 
 
-def start(index_dir: Path, api_key: str) -> tuple[Any, str]:
-    from mmedrag.config import Component, Config
-    from mmedrag.server.app import create_app
-    from mmedrag.server.background import serve_in_thread
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
 
-    app = create_app(index_dir, Config(generator=Component(name="echo")), api_key=api_key,
-                     max_upload_mb=20)
-    running = serve_in_thread(app)  # always 127.0.0.1
-    return running, running.url
+
+def start(index_dir: Path, api_key: str, config: Path) -> tuple[subprocess.Popen, str]:
+    """``mmedrag serve`` in its own process (its own GIL), on loopback, echo generator."""
+    port = free_port()
+    env = {**os.environ, "MMEDRAG_LOAD_KEY": api_key}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmedrag", "serve", "--index", str(index_dir), "--host", HOST,
+         "--port", str(port), "--api-key-env", "MMEDRAG_LOAD_KEY", "--config", str(config),
+         "--log-level", "warning"], env=env)
+    url = f"http://{HOST}:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.terminate()
+    raise SystemExit("the server did not answer /healthz within 120 s")
 
 
 def load(url: str, api_key: str, clients: int, seconds: float, max_requests: int,
@@ -67,7 +89,7 @@ def load(url: str, api_key: str, clients: int, seconds: float, max_requests: int
     errors: dict[str, int] = {}
     lock = threading.Lock()
     issued = {"n": 0}
-    stop_at = time.monotonic() + seconds
+    stop_at = float("inf")  # set once the baseline is taken
 
     def take() -> int | None:
         with lock:
@@ -76,15 +98,27 @@ def load(url: str, api_key: str, clients: int, seconds: float, max_requests: int
             issued["n"] += 1
             return issued["n"]
 
+    def ask(client: httpx.Client, n: int) -> httpx.Response:
+        return client.post("/v1/search", json={"text": queries[n % len(queries)], "k": 5,
+                                               "mode": "hybrid"})
+
+    def ranking(response: httpx.Response) -> list[tuple[str, float]]:
+        return [(h["id"], round(h["score"], 6)) for h in response.json()["hits"]]
+
+    with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=30) as client:
+        baseline = [ranking(ask(client, n)) for n in range(len(queries))]  # one at a time
+
     def client_loop() -> None:
         with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=30) as client:
             while (n := take()) is not None:
                 started = time.perf_counter()
                 try:
-                    response = client.post("/v1/search", json={
-                        "text": queries[n % len(queries)], "k": 5, "mode": "hybrid"})
-                    ok = response.status_code == 200 and len(response.json()["hits"]) == 5
-                    kind = "" if ok else f"HTTP {response.status_code}"
+                    response = ask(client, n)
+                    if response.status_code != 200:
+                        kind = f"HTTP {response.status_code}"
+                    else:  # under load, exactly what a lone request got
+                        same = ranking(response) == baseline[n % len(queries)]
+                        kind = "" if same else "differs from the lone request"
                 except httpx.HTTPError as exc:
                     kind = exc.__class__.__name__
                 elapsed = time.perf_counter() - started
@@ -94,6 +128,7 @@ def load(url: str, api_key: str, clients: int, seconds: float, max_requests: int
                         errors[kind] = errors.get(kind, 0) + 1
 
     began = time.perf_counter()
+    stop_at = time.monotonic() + seconds
     threads = [threading.Thread(target=client_loop) for _ in range(clients)]
     for thread in threads:
         thread.start()
@@ -101,6 +136,9 @@ def load(url: str, api_key: str, clients: int, seconds: float, max_requests: int
         thread.join()
     wall = time.perf_counter() - began
     ordered = sorted(latencies)
+
+    if not ordered:
+        raise SystemExit("no request completed")
 
     def pct(p: float) -> float:
         return round(1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))], 2)
@@ -162,13 +200,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         index_dir = args.index or build_sample_index(Path(tmp) / "index", args.encoder)
         api_key = secrets.token_urlsafe(24)
-        server, url = start(index_dir, api_key)
+        config = Path(tmp) / "config.yaml"
+        config.write_text("generator:\n  name: echo\n", encoding="utf-8")
+        server, url = start(index_dir, api_key, config)
         try:
             stats = load(url, api_key, args.clients, args.seconds, args.max_requests, queries)
             rows = malformed(url, api_key, image)
             health = httpx.get(f"{url}/healthz", timeout=10).json()
         finally:
-            server.stop()
+            server.terminate()
+            server.wait(timeout=30)
     result = {"index": str(args.index or f"packaged sample ({args.encoder})"), "load": stats,
               "malformed": rows, "healthz": health, "cpus": os.cpu_count()}
     if args.json:

@@ -177,3 +177,17 @@ def test_unavailable_generator_is_a_503_and_search_still_works(hashing_index: An
     assert bad_task.status_code == 400 and "unknown task 'x'" in bad_task.json()["error"]
     assert search.status_code == 200 and len(search.json()["hits"]) == 2
     assert docs.status_code == 404  # no Swagger UI: it would load scripts from a CDN
+
+
+def test_dicom_upload_and_empty_file_input(live: Any) -> None:
+    pydicom_data = pytest.importorskip("pydicom.data")
+    dicom = Path(pydicom_data.get_testdata_file("CT_small.dcm")).read_bytes()
+    with live.client() as client:
+        search = client.post("/v1/search", data={"k": "3"},
+                             files={"image": ("ct.dcm", dicom, "application/dicom")})
+        # a browser form with no file chosen sends an empty, unnamed file part
+        text_only = client.post("/v1/search", data={"text": "spleen", "k": "3"},
+                                files={"image": ("", b"", "application/octet-stream")})
+    assert search.status_code == 200 and search.json()["mode"] == "image"
+    assert len(search.json()["hits"]) == 3
+    assert text_only.status_code == 200 and text_only.json()["mode"] == "hybrid"

@@ -98,6 +98,7 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
     app.state.auth = bool(api_key)
     _install_errors(app)
     _install_routes(app, service)
+    _install_record_routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Pure ASGI and outermost: keys and sizes are checked before anything reads the body.
@@ -187,6 +188,9 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             service.answer, question or "", body.image, task, inputs.options_field(fields),
             not no_rag, inputs.bool_field(fields, "include_messages", False))
 
+
+
+def _install_record_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/records/{record_id:path}", tags=["records"])
     async def record(record_id: str) -> dict[str, Any]:
         """A stored record by id (ids never contain slashes)."""

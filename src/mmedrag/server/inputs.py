@@ -143,6 +143,7 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int = 16) -> list
     if not boundary:
         raise BadRequest("multipart body without a boundary")
     parts: list[Part] = []
+    buffers: list[bytearray] = []
     header: dict[str, bytes] = {"name": b"", "value": b""}
     headers: dict[str, str] = {}
 
@@ -151,9 +152,10 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int = 16) -> list
             raise BadRequest(f"too many multipart parts (at most {max_parts})")
         headers.clear()
         parts.append(Part(name=""))
+        buffers.append(bytearray())
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        parts[-1].data += data[start:end]
+        buffers[-1].extend(data[start:end])
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         header["name"] += data[start:end]
@@ -184,6 +186,8 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int = 16) -> list
         raise
     except Exception as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from None
+    for part, buffer in zip(parts, buffers):
+        part.data = bytes(buffer)
     return [p for p in parts if p.name]
 
 
@@ -194,6 +198,8 @@ def parse_body(raw: bytes, content_type: str, image_field: str = "image") -> Bod
     if media == "multipart/form-data":
         for part in parse_multipart(raw, content_type):
             if part.name == image_field:
+                if not part.data and not part.filename:
+                    continue  # an HTML form's empty file input: no image
                 if out.image is not None:
                     raise BadRequest(f"send one '{image_field}' part, not several")
                 out.image_name = part.filename or image_field
