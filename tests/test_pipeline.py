@@ -114,3 +114,80 @@ def test_bad_usage_is_reported(pipe) -> None:
     with pytest.raises(UsageError, match="no index"):
         Pipeline(_config(), None).retrieve("x")
     assert Pipeline(_config(), None).answer("Is it?", task="closed_vqa", use_rag=False).parsed == "no"
+
+
+@pytest.fixture(scope="module")
+def routed_index(sample_dir, tmp_path_factory):  # noqa: ANN001, ANN201
+    """A private hashing index with the image domain router trained on the sample."""
+    from mmedrag.config import IndexConfig
+    from mmedrag.index import Index
+    from mmedrag.ingest.manifest import read_manifest
+    from mmedrag.training.domain import train_domain
+
+    folder = tmp_path_factory.mktemp("routed")
+    index = Index.open(folder / "index", create=True,
+                       config=IndexConfig(text_encoder=Component(name="hashing")))
+    index.add(read_manifest(sample_dir / "pairs.jsonl").records, progress=False)
+    train_domain([sample_dir / "pairs.jsonl"], folder / "router", field="domain", seed=0)
+    index.set_extra("router", {"path": str(folder / "router"), "threshold": 0.0})
+    return index
+
+
+def test_router_restricts_retrieval_to_the_predicted_domain(routed_index, sample_dir) -> None:
+    pipe = Pipeline(_config(), routed_index)
+    hits, _, info = pipe.retrieve("Is the spleen normal size?", sample_dir / SPLEEN_IMAGE)
+    domain = info["route"]["domain"]
+    assert domain in ("ABD", "CHEST", "HEAD") and info["domain"] == domain
+    assert {h.record.domain for h in hits} == {domain}
+    assert any(line.startswith(f"routed to domain {domain}") for line in info["trace"])
+    _, _, text_info = pipe.retrieve("Is the spleen normal size?")
+    assert text_info["domain"] is None
+    assert any("text-only question" in line for line in text_info["trace"])
+    spec = routed_index.extra("router")
+    routed_index.set_extra("router", {**spec, "threshold": 1.0})
+    try:
+        unsure = Pipeline(_config(), routed_index)
+        _, _, info = unsure.retrieve("Is the spleen normal size?", sample_dir / SPLEEN_IMAGE)
+    finally:
+        routed_index.set_extra("router", spec)
+    assert info["domain"] is None and info["route"]["searched_all"]
+    assert any("router unsure" in line for line in info["trace"])
+
+
+def test_hyde_reranker_and_calibrated_selector_are_wired(hashing_index) -> None:
+    from mmedrag.selection.calibrated import calibrate
+
+    cfg = _config(retrieval={"hyde": True, "k": 6}, reranker={"name": "mmr"},
+                  selector={"name": "calibrated",
+                            "options": {"calibration": calibrate({2: [True] * 80}).to_dict()}})
+    answer = Pipeline(cfg, hashing_index).answer("What is seen in the kidney?", task="open_vqa")
+    assert any(line.startswith("HyDE:") for line in answer.trace)
+    assert any("reranked by mmr" in line for line in answer.trace)
+    assert len(answer.evidence) == 2 and answer.selection["k"] == 2
+    assert "calibrated k=2" in answer.selection["reason"]
+
+
+def test_calibrated_selector_reads_the_index_calibration(routed_index) -> None:
+    from mmedrag.selection.calibrated import calibrate
+
+    cfg = _config(selector={"name": "calibrated"})
+    with pytest.raises(UsageError, match="no calibration is stored"):
+        Pipeline(cfg, routed_index).retrieve("kidney")
+    routed_index.set_extra("calibration", calibrate({1: [True] * 80, 3: [True] * 80}).to_dict())
+    hits, selection, _ = Pipeline(cfg, routed_index).retrieve("kidney")
+    assert selection.k == len(hits) and selection.k in (1, 3)
+
+
+@pytest.mark.slow
+def test_real_llama_cpp_answer(hashing_index, sample_dir) -> None:
+    pytest.importorskip("llama_cpp")
+    cfg = _config(generator={"name": "llama-cpp", "options": {"n_ctx": 1024, "n_threads": 1}},
+                  selector={"name": "fixed", "options": {"k": 2}})
+    pipe = Pipeline(cfg, hashing_index, evidence_chars=300)
+    answer = pipe.answer("Is the spleen normal size?", image=sample_dir / SPLEEN_IMAGE,
+                         task="closed_vqa")
+    assert answer.parsed in ("yes", "no")
+    assert answer.tokens_in > 100 and answer.tokens_out > 0
+    assert 0.0 < answer.yes_probability < 1.0
+    assert any("not seen by SmolLM2" in line for line in answer.trace)
+    assert answer.seconds["generate"] > 0 and answer.seconds["total"] >= answer.seconds["generate"]

@@ -7,6 +7,7 @@ whose module is absent is skipped and the trace says so.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,8 +71,13 @@ class RetrievalFlow:
         spec = self.config.reranker
         if spec.name == "none":
             return None
-        return self._component("reranker", lambda: REGISTRY.create("reranker", spec.name,
-                                                                     **spec.options))
+        def build() -> Any:
+            cls = REGISTRY.get("reranker", spec.name)
+            options = dict(spec.options)
+            if "index" in inspect.signature(cls).parameters and "index" not in options:
+                options["index"] = self.index
+            return cls(**options)
+        return self._component("reranker", build)
 
     def _selector(self) -> Any:
         def build() -> Any:
@@ -79,10 +85,8 @@ class RetrievalFlow:
             options = dict(spec.options)
             if spec.name == "calibrated" and "calibration" not in options and self.index is not None:
                 calibration = self.index.extra("calibration")
-                if calibration is None:
-                    raise UsageError(f"{self.index.dir}: the calibrated selector needs a "
-                                     "calibration (run 'mmedrag calibrate' first)")
-                options["calibration"] = calibration
+                if calibration is not None:
+                    options["calibration"] = calibration
             return REGISTRY.create("selector", spec.name, **options)
         return self._component("selector", build)
 
