@@ -91,7 +91,13 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
             raise UsageError("create_app needs an index folder")
         service = Service.open(index_dir, config, max_waiting)
     if preload:
-        service.pipeline()
+        try:
+            service.pipeline()
+        except MmedragError:
+            raise
+        except Exception as exc:
+            raise MmedragError(f"could not load the pipeline ({config.generator.name} "
+                               f"generator): {exc.__class__.__name__}: {exc}") from exc
     app = FastAPI(title="mmedrag", version=_version(), docs_url=None, redoc_url=None,
                   description="Multimodal medical RAG: search an index, answer with evidence.")
     app.state.service = service

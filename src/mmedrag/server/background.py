@@ -22,7 +22,13 @@ from mmedrag.errors import MmedragError
 
 @dataclass
 class RunningServer:
-    """A uvicorn server started by ``serve_in_thread``."""
+    """A uvicorn server started by ``serve_in_thread``.
+
+    Example:
+        >>> with httpx.Client(base_url=running.url) as client:   # doctest: +SKIP
+        ...     client.get("/healthz").json()["status"]
+        'ok'
+    """
 
     server: Any
     thread: threading.Thread

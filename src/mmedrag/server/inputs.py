@@ -7,10 +7,10 @@ silently decodes a non-UTF-8 field as Latin-1; here a text field must be valid U
 Example:
     >>> valid_record_id("vqarad_synpic19605")
     'vqarad_synpic19605'
-    >>> valid_record_id("../etc/passwd")
+    >>> valid_record_id("../etc/passwd")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    mmedrag.server.inputs.BadRequest: invalid record id '../etc/passwd' ...
+    mmedrag.server.inputs.BadRequest: invalid record id '../etc/passwd': ids are ...
 """
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ MAX_IMAGE_PIXELS = 64_000_000
 
 
 class BadRequest(Exception):
-    """A client error: ``status`` (4xx) and a one-line message."""
+    """A client error: ``status`` (4xx, or 503 when answering is unavailable) and one line.
+
+    Example:
+        >>> BadRequest("'k' must be an integer").status
+        400
+    """
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -186,7 +191,7 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int = 16) -> list
         raise
     except Exception as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from None
-    for part, buffer in zip(parts, buffers):
+    for part, buffer in zip(parts, buffers, strict=True):
         part.data = bytes(buffer)
     return [p for p in parts if p.name]
 

@@ -65,6 +65,9 @@ class GuardMiddleware:
         api_key: Required key (header ``X-API-Key`` or ``Authorization: Bearer``); None: open.
         max_body: Largest request body in bytes.
         headers: Added to every response that lacks them (security headers).
+
+    Example:
+        >>> app.add_middleware(GuardMiddleware, api_key="k", max_body=20 << 20)  # doctest: +SKIP
     """
 
     def __init__(self, app: Any, api_key: str | None, max_body: int,

@@ -59,6 +59,12 @@ class Service:
         index: An open Index (never written to here).
         config: Pipeline configuration (generator, selector, retrieval).
         max_waiting: Answer requests allowed to queue behind the generator.
+
+    Example:
+        >>> echo = Config(generator=Component(name="echo"))           # doctest: +SKIP
+        >>> service = Service.open("idx", echo)                       # doctest: +SKIP
+        >>> service.answer("Is there an effusion?", image=img)["selection"]["k"]  # doctest: +SKIP
+        2
     """
 
     def __init__(self, index: Any, config: Config, max_waiting: int = 8) -> None:
