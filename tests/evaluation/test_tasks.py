@@ -30,6 +30,10 @@ def test_registry_groups_and_did_you_mean() -> None:
     assert names == ["vqa-rad-closed", "vqa-rad-open", "mirage-mmlu"]
     with pytest.raises(UsageError, match="did you mean 'vqa-rad-closed'"):
         get_task("vqa-rad-closd")
+    (voc,) = resolve_tasks("mirage-medqa:mcq_voc")
+    assert (voc.name, voc.kind, voc.primary) == ("mirage-medqa:mcq_voc", "mcq_voc", "accuracy")
+    with pytest.raises(UsageError, match="does not fit"):
+        resolve_tasks("vqa-rad-closed:report")
 
 
 def test_mevf_and_shared_vqa_rad_formats(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def aggregate_run(rows: Sequence[dict[str, Any]], tasks: Sequence[TaskSpec] | No
         grouped[row["task"]][row["variant"]].append(row)
     out: dict[str, Any] = {"tasks": {}, "prices": prices}
     for task_name, variants in grouped.items():
-        task = specs.get(task_name) or get_task(task_name)
+        task = specs.get(task_name) or get_task(task_name.partition(":")[0])
         entry: dict[str, Any] = {"kind": task.kind, "primary": task.primary, "variants": {}}
         for variant, vrows in variants.items():
             entry["variants"][variant] = summarize(task, vrows, prices)

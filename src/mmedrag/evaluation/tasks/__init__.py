@@ -153,8 +153,16 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+_SWAPPABLE = {"mcq": ("mcq", "mcq_voc"), "mcq_voc": ("mcq", "mcq_voc"),
+              "report": ("report", "longform"), "longform": ("report", "longform")}
+
+
 def resolve_tasks(spec: str) -> list[TaskSpec]:
-    """Comma-separated task or group names; ``name=PATH`` points a task at a user file."""
+    """Comma-separated task or group names.
+
+    ``name=PATH`` points a task at a user file; ``name:PROMPT`` asks it with another prompt of
+    the same family (``mirage-medqa:mcq_voc`` for Verification-of-Choice).
+    """
     import dataclasses
 
     _ensure_builtin()
@@ -163,12 +171,17 @@ def resolve_tasks(spec: str) -> list[TaskSpec]:
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
-        name, _, path = item.partition("=")
-        if name in table and not path:
+        head, _, path = item.partition("=")
+        name, _, kind = head.partition(":")
+        if name in table and not path and not kind:
             found.extend(TASKS[n] for n in table[name])
-        else:
-            task = get_task(name)
-            found.append(dataclasses.replace(task, path=Path(path)) if path else task)
+            continue
+        task = get_task(name)
+        if kind:
+            if kind not in _SWAPPABLE.get(task.kind, (task.kind,)):
+                raise UsageError(f"task {name}: prompt {kind!r} does not fit a {task.kind} task")
+            task = dataclasses.replace(task, name=f"{name}:{kind}", kind=kind)
+        found.append(dataclasses.replace(task, path=Path(path)) if path else task)
     if not found:
         raise UsageError("no task selected: pass --task NAME (a task or a group)")
     return list({t.name: t for t in found}.values())

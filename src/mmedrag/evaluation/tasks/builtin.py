@@ -121,7 +121,7 @@ def _pubmed_retrieval(path: Any) -> Any:
 
 define("vqa-rad-closed", "closed_vqa", partial(ld.vqa_samples, closed=True),
        "vqa-rad/test.jsonl", ("vqa", "vqa-rad", "closed"),
-       "VQA-RAD test (MEVF split), 272 yes/no questions; per-organ breakdown")
+       "VQA-RAD test (MEVF split), 272 closed questions (251 yes/no); by organ")
 define("vqa-rad-open", "open_vqa", partial(ld.vqa_samples, closed=False),
        "vqa-rad/test.jsonl", ("vqa", "vqa-rad"), "VQA-RAD test, 179 open questions")
 define("vqa-med-2019", "open_vqa", ld.vqa_samples, "vqa-med-2019-val/val.jsonl",
