@@ -50,6 +50,7 @@ def test_bleu_matches_pycocoevalcap() -> None:
     assert 0 < ours[3] < ours[0] < 1
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_bleu_matches_nltk_corpus_bleu() -> None:
     from nltk.translate.bleu_score import corpus_bleu
 
@@ -136,3 +137,22 @@ def test_bertscore_with_the_shipped_minilm() -> None:
     assert same["bertscore_f1"] == pytest.approx(1.0, abs=1e-5)
     other = tm.bert_score(["heart is enlarged"], ["normal chest radiograph"], str(path))
     assert other["bertscore_f1"] < 0.9
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(_words, st.lists(_words.filter(bool), min_size=1, max_size=3)),
+                min_size=1, max_size=6))
+def test_bleu_agrees_with_both_references_on_random_corpora(
+        corpus: list[tuple[list[str], list[list[str]]]]) -> None:
+    from nltk.translate.bleu_score import corpus_bleu
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    hyps = [h for h, _ in corpus]
+    refs = [rs for _, rs in corpus]
+    stats = [tm.bleu_stats(h, rs) for h, rs in corpus]
+    gts = {i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)}
+    res = {i: [" ".join(h)] for i, h in enumerate(hyps)}
+    expected, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    assert tm.coco_bleu(stats) == pytest.approx(expected, abs=1e-9)
+    assert tm.nltk_bleu(stats) == pytest.approx(corpus_bleu(refs, hyps), abs=1e-9)
