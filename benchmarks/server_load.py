@@ -84,7 +84,7 @@ def start(index_dir: Path, api_key: str, config: Path) -> tuple[subprocess.Popen
 
 
 def load(url: str, api_key: str, clients: int, seconds: float, max_requests: int,
-         queries: list[str]) -> dict[str, Any]:
+         queries: list[str], unique: bool = False) -> dict[str, Any]:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     lock = threading.Lock()
@@ -98,9 +98,9 @@ def load(url: str, api_key: str, clients: int, seconds: float, max_requests: int
             issued["n"] += 1
             return issued["n"]
 
-    def ask(client: httpx.Client, n: int) -> httpx.Response:
-        return client.post("/v1/search", json={"text": queries[n % len(queries)], "k": 5,
-                                               "mode": "hybrid"})
+    def ask(client: httpx.Client, n: int, fresh: bool = False) -> httpx.Response:
+        text = queries[n % len(queries)] + (f" (request {n})" if fresh else "")
+        return client.post("/v1/search", json={"text": text, "k": 5, "mode": "hybrid"})
 
     def ranking(response: httpx.Response) -> list[tuple[str, float]]:
         return [(h["id"], round(h["score"], 6)) for h in response.json()["hits"]]
@@ -113,9 +113,11 @@ def load(url: str, api_key: str, clients: int, seconds: float, max_requests: int
             while (n := take()) is not None:
                 started = time.perf_counter()
                 try:
-                    response = ask(client, n)
+                    response = ask(client, n, unique)
                     if response.status_code != 200:
                         kind = f"HTTP {response.status_code}"
+                    elif unique:  # a new text every time: nothing to compare with
+                        kind = "" if len(response.json()["hits"]) == 5 else "too few hits"
                     else:  # under load, exactly what a lone request got
                         same = ranking(response) == baseline[n % len(queries)]
                         kind = "" if same else "differs from the lone request"
@@ -190,6 +192,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-requests", type=int, default=200_000)
+    parser.add_argument("--unique-queries", action="store_true",
+                        help="make every query text new, so no cached embedding is reused")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if not 1 <= args.clients <= 64 or not 0 < args.seconds <= 600:
@@ -198,25 +202,29 @@ def main() -> int:
                (SAMPLE / "questions.jsonl").read_text(encoding="utf-8").splitlines()]
     image = (SAMPLE / "images" / "synpic19605.jpg").read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MMEDRAG_CACHE"] = str(Path(tmp) / "cache")  # fresh embedding cache, for both
         index_dir = args.index or build_sample_index(Path(tmp) / "index", args.encoder)
         api_key = secrets.token_urlsafe(24)
         config = Path(tmp) / "config.yaml"
         config.write_text("generator:\n  name: echo\n", encoding="utf-8")
         server, url = start(index_dir, api_key, config)
         try:
-            stats = load(url, api_key, args.clients, args.seconds, args.max_requests, queries)
+            stats = load(url, api_key, args.clients, args.seconds, args.max_requests, queries,
+                         args.unique_queries)
             rows = malformed(url, api_key, image)
             health = httpx.get(f"{url}/healthz", timeout=10).json()
         finally:
             server.terminate()
             server.wait(timeout=30)
     result = {"index": str(args.index or f"packaged sample ({args.encoder})"), "load": stats,
+              "unique_queries": args.unique_queries,
               "malformed": rows, "healthz": health, "cpus": os.cpu_count()}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"index: {result['index']}; {stats['clients']} clients on /v1/search (hybrid, k=5) "
-              f"for {stats['seconds']} s on {HOST}")
+        texts = "a new text each request" if args.unique_queries else "36 texts, repeated"
+        print(f"index: {result['index']}; {stats['clients']} clients on /v1/search (hybrid, k=5; "
+              f"{texts}) for {stats['seconds']} s on {HOST} ({os.cpu_count()} CPUs)")
         kinds = stats["error_kinds"] or ""
         print(f"  requests {stats['requests']}, errors {stats['errors']} {kinds}")
         print(f"  latency p50 {stats['p50_ms']} ms, p90 {stats['p90_ms']} ms, p99 "
