@@ -172,3 +172,15 @@ def test_hpo_loader_is_bounded() -> None:
     assert all(isinstance(t, Triple) for t in result.triples[:10])
     assert sum(t.relation == "has phenotype" for t in result.triples) <= 3 * 3000
     assert isinstance(result, LoadResult)
+
+
+def test_reranker_from_config_reorders_the_head(tiny_kg: Path) -> None:
+    spec = {"name": "mmr", "options": {"encoder": "hashing", "lambda_mult": 1.0}}
+    retriever = KGRetriever(kg_path=tiny_kg, encoder="hashing", reranker=spec, rerank_top=4)
+    hits = retriever.retrieve(Query(text="what does influenza cause"), 6)
+    head = hits[:4]
+    assert all(h.details["rerank"]["by"] == "mmr" for h in head)
+    assert [h.details["similarity"] for h in head] == sorted(
+        (h.details["similarity"] for h in head), reverse=True)  # λ=1: by cosine alone
+    assert [h.rank for h in hits] == list(range(1, 7))
+    assert retriever.config()["options"]["reranker"] == spec

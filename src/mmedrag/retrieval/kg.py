@@ -142,7 +142,8 @@ class KGRetriever:
         max_per_entity: at most this many triples per entity (outgoing first).
         max_candidates: at most this many candidate triples are ranked.
         mmr: MMR λ in [0, 1] to diversify the ranking, or None (off).
-        reranker: a reranker (e.g. CrossEncoderReranker) applied to the top ``rerank_top``.
+        reranker: a reranker (object, registry name or {name, options}, e.g.
+            ``{"name": "cross-encoder", "options": {"model": ...}}``) for the top ``rerank_top``.
         fuzzy_threshold: rapidfuzz ratio for fuzzy entity matches (100 = exact only).
         incoming_weight: factor for triples where the entity is the tail ("Y — is a — X"), so
             facts *about* X (X as head) come first on a tie.
@@ -182,21 +183,27 @@ class KGRetriever:
         self.hop_decay, self.mmr, self.rerank_top = hop_decay, mmr, rerank_top
         self.fuzzy_threshold, self.incoming_weight = fuzzy_threshold, incoming_weight
         self.relation_weight = relation_weight
-        self.reranker = reranker
+        self._reranker_spec = reranker if isinstance(reranker, (str, dict)) else None
+        self.reranker = self._component("reranker", reranker) if self._reranker_spec else reranker
 
     @staticmethod
-    def _encoder(index: Any, encoder: Any) -> Any:
+    def _component(kind: str, spec: str | dict[str, Any]) -> Any:
+        """Build a registry component from a name or ``{"name", "options"}``."""
+        from mmedrag.registry import REGISTRY
+
+        spec = {"name": spec} if isinstance(spec, str) else spec
+        if "name" not in spec:
+            raise UsageError(f"kg retriever: {kind} must be a name or {{name, options}}")
+        return REGISTRY.create(kind, spec["name"], **dict(spec.get("options") or {}))
+
+    @classmethod
+    def _encoder(cls, index: Any, encoder: Any) -> Any:
         if encoder is None:
             if index is not None:
                 return index.text_encoder
             encoder = "sentence-transformers"
         if isinstance(encoder, (str, dict)):
-            from mmedrag.registry import REGISTRY
-
-            spec = {"name": encoder} if isinstance(encoder, str) else encoder
-            if "name" not in spec:
-                raise UsageError("kg retriever: encoder must be a name or {name, options}")
-            return REGISTRY.create("text_encoder", spec["name"], **dict(spec.get("options") or {}))
+            return cls._component("text_encoder", encoder)
         return encoder
 
     def candidates(self, matches: list[EntityMatch]) -> list[tuple[StoredTriple, EntityMatch, int]]:
@@ -248,7 +255,9 @@ class KGRetriever:
                 for rank, i in enumerate(order, start=1)]
         if self.reranker is not None:
             head = self.reranker.rerank(query, hits[: self.rerank_top], k)
-            return [*head, *hits[self.rerank_top:]][:k]
+            hits = [*head, *hits[self.rerank_top:]]
+            for rank, hit in enumerate(hits, start=1):
+                hit.rank = rank
         return hits[:k]
 
     def _weight(self, triple: StoredTriple, match: EntityMatch, hop: int) -> float:
@@ -274,4 +283,4 @@ class KGRetriever:
             "max_candidates": self.max_candidates, "hop_decay": self.hop_decay, "mmr": self.mmr,
             "rerank_top": self.rerank_top, "fuzzy_threshold": self.fuzzy_threshold,
             "incoming_weight": self.incoming_weight, "relation_weight": self.relation_weight,
-            "encoder": self._encoder_spec}}
+            "encoder": self._encoder_spec, "reranker": self._reranker_spec}}
