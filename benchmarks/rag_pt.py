@@ -2,7 +2,8 @@
 
 Steps (each resumable: finished outputs in the work folder are reused):
 
-1. index the BioASQ snippets (text corpus, all-MiniLM-L6-v2 by default) — the knowledge base;
+1. index the BioASQ snippets (the knowledge base; BM25 retrieval by default, which costs no
+   encoding on a busy CPU — ``--encoder sentence-transformers --retrieval hybrid`` for dense);
 2. build preference pairs with the base model on the BioASQ *train* part (hash split, 70 %):
    no-RAG vs RAG answers → oa1/oa2 (cm needs a model that sees images: none here);
 3. evaluate the base model on the *test* part with the harness (no-rag, rag);
@@ -43,10 +44,8 @@ def build_index(data_root: Path, folder: Path, encoder: str):  # noqa: ANN201
     from mmedrag.index import Index
     from mmedrag.records import Document
 
-    if (folder / "index.json").exists():
-        return Index.open(folder)
     config = IndexConfig(text_encoder=Component(name=encoder), image_encoder=None)
-    index = Index.open(folder, create=True, config=config)
+    index = Index.open(folder, create=not (folder / "index.json").exists(), config=config)
     seen: set[str] = set()
     records = []
     for line in (data_root / "bioasq" / "questions.jsonl").open(encoding="utf-8"):
@@ -56,7 +55,7 @@ def build_index(data_root: Path, folder: Path, encoder: str):  # noqa: ANN201
                 seen.add(text)
                 records.append(Document.create(content=text, title=f"PMID {snippet['pmid']}",
                                                domain="text", pmid=snippet["pmid"]))
-    index.add(records)
+    index.add(records)  # skips records already there, so an interrupted run resumes
     return index
 
 
@@ -71,12 +70,13 @@ def test_task(split: str):  # noqa: ANN201
                                                           if in_split(s.id, split)))
 
 
-def pipeline_for(index, generator, name: str, k_max: int):  # noqa: ANN001, ANN201
-    """Hybrid retrieval, MMed-RAG gap selector capped at ``k_max`` evidence items."""
-    from mmedrag.config import Component, Config
+def pipeline_for(index, generator, name: str, k_max: int, mode: str):  # noqa: ANN001, ANN201
+    """Retrieval ``mode``, MMed-RAG gap selector capped at ``k_max`` evidence items."""
+    from mmedrag.config import Component, Config, RetrievalConfig
     from mmedrag.pipeline import Pipeline
 
     config = Config(generator=Component(name="transformers-peft", options={"model": name}),
+                    retrieval=RetrievalConfig(mode=mode),
                     selector=Component(name="gap", options={"gamma": 0.05, "k_min": 1,
                                                             "k_max": k_max}))
     return Pipeline(config, index, generator=generator)
@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "rag_pt")
-    parser.add_argument("--encoder", default="sentence-transformers")
+    parser.add_argument("--encoder", default="hashing",
+                        help="text encoder of the index (sentence-transformers for dense RAG)")
+    parser.add_argument("--retrieval", default="bm25", help="dense | bm25 | hybrid")
     parser.add_argument("--train-limit", type=int, default=60)
     parser.add_argument("--test-limit", type=int, default=40)
     parser.add_argument("--max-steps", type=int, default=20)
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         samples = load_samples("bioasq-yesno", args.data_root, split="train",
                                limit=args.train_limit)
-        builder = PreferenceBuilder(pipeline_for(index, base, "smollm2", args.k_max), seed=0)
+        builder = PreferenceBuilder(pipeline_for(index, base, "smollm2", args.k_max, args.retrieval), seed=0)
         builder.build(samples, prefs, progress=lambda i, n: print(f"build {i}/{n}", flush=True)
                       if i % 20 == 0 else None)
         timings["build"] = time.perf_counter() - t
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     print("pairs:", manifest["counts"], flush=True)
     tasks = [test_task("test")]
     t = time.perf_counter()
-    before = evaluate(pipeline_for(index, base, "smollm2", args.k_max), tasks, work / "eval-base",
+    before = evaluate(pipeline_for(index, base, "smollm2", args.k_max, args.retrieval), tasks, work / "eval-base",
                       data_root=args.data_root, limit=args.test_limit, copy_reference=False)
     timings["eval_base"] = time.perf_counter() - t
     print("base:", before, flush=True)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print("losses first/last:", losses[:3], losses[-3:], flush=True)
     tuned = AdapterGenerator("smollm2", adapter=result.adapter_dir, max_tokens=args.max_tokens)
     t = time.perf_counter()
-    after = evaluate(pipeline_for(index, tuned, "smollm2+adapter", args.k_max), tasks, work / "eval-tuned",
+    after = evaluate(pipeline_for(index, tuned, "smollm2+adapter", args.k_max, args.retrieval), tasks, work / "eval-tuned",
                      data_root=args.data_root, limit=args.test_limit, copy_reference=False)
     timings["eval_tuned"] = time.perf_counter() - t
     extra = {"pairs": manifest["counts"], "build_accuracy": manifest["accuracy"],
@@ -146,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
              "loss_last5_mean": sum(losses[-5:]) / max(1, len(losses[-5:])),
              "train_notes": result.notes, "settings": dataclasses.asdict(settings),
              "max_new_tokens": args.max_tokens, "k_max": args.k_max,
+             "retrieval": args.retrieval, "encoder": args.encoder,
              "train_limit": args.train_limit,
              "test_limit": args.test_limit,
              "seconds": {k: round(v, 1) for k, v in timings.items()}}

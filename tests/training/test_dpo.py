@@ -71,8 +71,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _settings(**kw) -> DPOSettings:  # noqa: ANN003
     # a 2-layer random model moves its log-ratios slowly: beta 1 makes 8 steps show learning
-    return DPOSettings.load(preset="cpu-small", learning_rate=1e-2, beta=1.0, lora_r=8,
-                            lora_alpha=16, epochs=20.0, save_steps=2, **kw)
+    values = {"learning_rate": 1e-2, "beta": 1.0, "lora_r": 8, "lora_alpha": 16, "epochs": 20.0,
+              "save_steps": 2} | kw
+    return DPOSettings.load(preset="cpu-small", **values)
 
 
 def _margin(model, tokenizer) -> float:  # noqa: ANN001
@@ -189,3 +190,66 @@ def test_smollm2_from_gguf_trains_and_reloads(tmp_path: Path) -> None:
                                  max_tokens=4)
     answer = generator.generate([{"role": "user", "content": "Is aspirin an NSAID?"}])
     assert answer.text.strip() and answer.tokens_out <= 4
+
+
+def _tiny_llava(folder: Path) -> Path:
+    """A 2-layer Llama with a 1-layer CLIP tower (28 px images, 4 image tokens) and processor."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor,
+                              PreTrainedTokenizerFast)
+
+    special = ["<pad>", "</s>", "<unk>", "<user>", "<assistant>", "<image>"]
+    vocab = {tok: i for i, tok in enumerate(special + WORDS + list("[]0123456789.,?:"))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("<", "isolated"),
+                                                 pre_tokenizers.Whitespace()])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>", additional_special_tokens=special[3:])
+    chat = ("{% for m in messages %}<{{ m['role'] }}>{% if m['content'] is string %}"
+            "{{ m['content'] }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+            "<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}</s>{% endfor %}"
+            "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tokenizer.chat_template = chat
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 28},
+                                           crop_size={"height": 28, "width": 28}),
+        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
+        chat_template=chat, image_token="<image>", num_additional_image_tokens=1)
+    torch.manual_seed(0)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, image_size=28, patch_size=14),
+        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, pad_token_id=0, eos_token_id=1,
+                                bos_token_id=1),
+        image_token_index=vocab["<image>"], vision_feature_select_strategy="default")
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_vlm_cm_pairs_learn_from_the_image_alone(tmp_path: Path) -> None:
+    """cm pairs have the same text on both sides: the loss can only fall if the rejected side
+    really sees the replaced image (TRL alone would give both sides the real image)."""
+    from PIL import Image
+
+    model_dir = _tiny_llava(tmp_path / "llava")
+    prefs = tmp_path / "prefs"
+    (prefs / "images").mkdir(parents=True)
+    Image.new("RGB", (30, 30), (200, 10, 10)).save(prefs / "images" / "a.png")
+    Image.new("RGB", (30, 30), (0, 0, 0)).save(prefs / "images" / "noise.png")
+    row = {"prompt": [{"role": "user", "content": "evidence question is there a fracture ?"}],
+           "chosen": [{"role": "assistant", "content": "yes"}],
+           "rejected": [{"role": "assistant", "content": "yes"}], "images": ["images/a.png"],
+           "rejected_images": ["images/noise.png"], "subset": "cm"}
+    (prefs / "cm.jsonl").write_text(json.dumps(row) + "\n")
+    settings = _settings(lora_r=4, lora_alpha=8, epochs=5.0, save_steps=100)
+    result = train_dpo(prefs, str(model_dir), tmp_path / "out", settings=settings,
+                       stages="cm,oa", max_steps=3, device="cpu")
+    assert [s["stage"] for s in result.stages] == ["cm"]
+    assert any("stage oa: no pairs" in note for note in result.notes)
+    losses = result.stages[0]["losses"]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-3)
+    assert losses[-1] < losses[0] - 0.05
