@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         samples = load_samples("bioasq-yesno", args.data_root, split="train",
                                limit=args.train_limit)
-        builder = PreferenceBuilder(pipeline_for(index, base, "smollm2", args.k_max, args.retrieval), seed=0)
+        base_pipe = pipeline_for(index, base, "smollm2", args.k_max, args.retrieval)
+        builder = PreferenceBuilder(base_pipe, seed=0)
         builder.build(samples, prefs, progress=lambda i, n: print(f"build {i}/{n}", flush=True)
                       if i % 20 == 0 else None)
         timings["build"] = time.perf_counter() - t
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     print("pairs:", manifest["counts"], flush=True)
     tasks = [test_task("test")]
     t = time.perf_counter()
-    before = evaluate(pipeline_for(index, base, "smollm2", args.k_max, args.retrieval), tasks, work / "eval-base",
+    base_pipe = pipeline_for(index, base, "smollm2", args.k_max, args.retrieval)
+    before = evaluate(base_pipe, tasks, work / "eval-base",
                       data_root=args.data_root, limit=args.test_limit, copy_reference=False)
     timings["eval_base"] = time.perf_counter() - t
     print("base:", before, flush=True)
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     print("losses first/last:", losses[:3], losses[-3:], flush=True)
     tuned = AdapterGenerator("smollm2", adapter=result.adapter_dir, max_tokens=args.max_tokens)
     t = time.perf_counter()
-    after = evaluate(pipeline_for(index, tuned, "smollm2+adapter", args.k_max, args.retrieval), tasks, work / "eval-tuned",
+    tuned_pipe = pipeline_for(index, tuned, "smollm2+adapter", args.k_max, args.retrieval)
+    after = evaluate(tuned_pipe, tasks, work / "eval-tuned",
                      data_root=args.data_root, limit=args.test_limit, copy_reference=False)
     timings["eval_tuned"] = time.perf_counter() - t
     extra = {"pairs": manifest["counts"], "build_accuracy": manifest["accuracy"],

@@ -195,9 +195,15 @@ def test_smollm2_from_gguf_trains_and_reloads(tmp_path: Path) -> None:
 def _tiny_llava(folder: Path) -> Path:
     """A 2-layer Llama with a 1-layer CLIP tower (28 px images, 4 image tokens) and processor."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor,
-                              PreTrainedTokenizerFast)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     special = ["<pad>", "</s>", "<unk>", "<user>", "<assistant>", "<image>"]
     vocab = {tok: i for i, tok in enumerate(special + WORDS + list("[]0123456789.,?:"))}

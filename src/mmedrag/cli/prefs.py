@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,21 +14,21 @@ prefs_app = typer.Typer(help="Build and inspect RAG-PT preference data (TRL DPO 
 def build_command(
     task: str = typer.Option(..., "--task", "-t", help="Harness task or name=PATH "
                              "(vqa-closed=vqa-rad/train.jsonl, bioasq-yesno) or a .jsonl file."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline config YAML."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Pipeline config YAML."),
     index: Path = typer.Option(..., "--index", "-i", help="Index folder (the retrieval corpus)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the pairs."),
-    data_root: Optional[Path] = typer.Option(None, "--data", help="Data root for harness tasks."),
+    data_root: Path | None = typer.Option(None, "--data", help="Data root for harness tasks."),
     split: str = typer.Option("all", help="all | train | test (hash split for tasks without one)."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="At most N samples."),
-    replace: str = typer.Option("both", help="Image replacement for cm pairs: noise | unrelated | both."),
+    limit: int | None = typer.Option(None, "--limit", "-n", help="At most N samples."),
+    replace: str = typer.Option("both", help="cm image replacement: noise | unrelated | both."),
     seed: int = typer.Option(0, help="Seeds noise images, unrelated-image choice and the split."),
-    max_tokens: Optional[int] = typer.Option(None, help="Generation budget per answer."),
-    f1_threshold: float = typer.Option(0.5, help="Open answers: token F1 at or above this is right."),
+    max_tokens: int | None = typer.Option(None, help="Generation budget per answer."),
+    f1_threshold: float = typer.Option(0.5, help="Open answers: right when token F1 >= this."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Run the pipeline without RAG, with RAG and with replaced images; write cm/oa1/oa2 pairs.
 
-    Example: mmedrag prefs build --task vqa-closed=../shared/data/vqa-rad/train.jsonl --index idx --out prefs
+    Example: mmedrag prefs build --task vqa-closed=vqa-rad/train.jsonl --index idx --out prefs
     """
     from mmedrag.errors import UsageError
     from mmedrag.pipeline import Pipeline

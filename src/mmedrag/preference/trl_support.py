@@ -71,7 +71,7 @@ class PerSideImageCollator(DataCollatorForVisionPreference):
             example["images"] = _pil(example.get("images") or [])
             side = example.pop("rejected_images", None)
             rejected.append(_pil(side) if side else example["images"])
-        if all(r is e["images"] for r, e in zip(rejected, examples)):
+        if all(r is e["images"] for r, e in zip(rejected, examples, strict=True)):
             return super().torch_call(examples)
         original = self.processor
         self.processor = _SwapRejectedImages(original, rejected)
