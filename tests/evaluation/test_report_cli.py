@@ -42,6 +42,15 @@ def test_eval_run_then_report(tmp_path: Path, sample_dir: Path, hashing_index: A
     assert "over-reliance" in page and "majority" in page and "fixed-2" in page
     assert main(["eval", "report", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["html"].endswith("report.html")
+    second = tmp_path / "open"
+    assert main(["eval", "run", "--task", f"vqa-open={sample_dir / 'questions.jsonl'}",
+                 "--config", str(echo_config), "--no-rag", "--out", str(second), "--limit", "4",
+                 "--no-report", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "report", str(out), str(second)]) == 2  # several runs need --out
+    assert main(["eval", "report", str(out), str(second), "--out", str(tmp_path / "both")]) == 0
+    both = (tmp_path / "both" / "report.html").read_text(encoding="utf-8")
+    assert "vqa-closed" in both and "vqa-open" in both
 
 
 def test_eval_run_errors_are_one_line(tmp_path: Path, echo_config: Path,

@@ -112,16 +112,17 @@ def _summary(metrics: dict, out: Path) -> dict:
 
 
 def report_command(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `mmedrag eval run`."),
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by `mmedrag eval run`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for a combined report of several runs."),
     as_json: bool = typer.Option(False, "--json", help="Print the written paths as JSON."),
 ) -> None:
-    """Write report.html and PNG plots (ablation, Pareto, per-domain) for a run.
+    """Write report.html and PNG plots (ablation, Pareto, per-domain) for one or more runs.
 
-    Example: mmedrag eval report runs/a
+    Example: mmedrag eval report runs/vqa-rad runs/pubmedqa --out runs/combined
     """
     from mmedrag.evaluation.report import write_report
 
-    paths = write_report(run_dir)
+    paths = write_report(*run_dirs, out=out)
     if as_json:
         typer.echo(json.dumps({k: str(v) for k, v in paths.items()}))
     else:

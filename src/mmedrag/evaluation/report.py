@@ -129,12 +129,13 @@ def plot_pareto(metrics: dict[str, Any], path: Path) -> Path:
                            (axes[1], "seconds", "wall seconds per sample")):
         for task in sorted({p["task"] for p in pts}):
             mine = [p for p in pts if p["task"] == task]
-            ax.scatter([p[key] for p in mine], [p["value"] for p in mine], label=task)
+            dots = ax.scatter([p[key] for p in mine], [p["value"] for p in mine], label=task)
             for p in mine:
                 ax.annotate(p["variant"], (p[key], p["value"]), fontsize=7,
                             textcoords="offset points", xytext=(4, 3))
             front = _front([(p[key], p["value"]) for p in mine])
-            ax.plot([f[0] for f in front], [f[1] for f in front], lw=1, alpha=0.6)
+            ax.plot([f[0] for f in front], [f[1] for f in front], lw=1, alpha=0.6,
+                    color=dots.get_facecolor()[0])
         ax.set_xlabel(label)
         ax.set_ylabel("headline metric")
         ax.grid(alpha=0.3)
@@ -248,21 +249,46 @@ def _worst(rows: list[dict[str, Any]], limit: int = 8) -> str:
     return "".join(out)
 
 
-def write_report(run_dir: str | Path) -> dict[str, Path]:
-    """Write report.html, ablation.png, pareto.png and domains.png into ``run_dir``."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: not a directory")
-    metrics = load_metrics(run_dir)
-    if not metrics.get("tasks"):
-        raise UsageError(f"{run_dir}: the run has no rows yet")
-    rows = read_rows(run_dir)
-    paths = {"ablation": plot_ablation(metrics, run_dir / "ablation.png"),
-             "pareto": plot_pareto(metrics, run_dir / "pareto.png"),
-             "domains": plot_domains(metrics, run_dir / "domains.png")}
-    run_info = metrics.get("run", {})
-    body = (f"<h1>mmedrag evaluation: {html.escape(run_dir.name)}</h1>"
-            f"<p>{html.escape(json.dumps(run_info))}</p><h2>Metrics</h2>{_metric_table(metrics)}"
+def _combine(run_dirs: list[Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics and rows of several runs side by side (task names must not clash)."""
+    metrics: dict[str, Any] = {"tasks": {}, "run": {}}
+    rows: list[dict[str, Any]] = []
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise UsageError(f"{run_dir}: not a directory")
+        part = load_metrics(run_dir)
+        clash = set(part.get("tasks", {})) & set(metrics["tasks"])
+        if clash:
+            raise UsageError(f"{run_dir}: task {sorted(clash)[0]} is also in another run; "
+                             "report such runs separately")
+        metrics["tasks"].update(part.get("tasks", {}))
+        metrics["run"][run_dir.name] = part.get("run", {})
+        rows.extend(read_rows(run_dir))
+    if not metrics["tasks"]:
+        raise UsageError(f"{run_dirs[0]}: the run has no rows yet")
+    return metrics, rows
+
+
+def write_report(run_dir: str | Path, *more: str | Path, out: str | Path | None = None
+                 ) -> dict[str, Path]:
+    """Write report.html, ablation.png, pareto.png and domains.png.
+
+    With one run the files go into ``run_dir``; several runs (e.g. one per index) are
+    reported side by side into ``out``.
+    """
+    run_dirs = [Path(run_dir), *(Path(m) for m in more)]
+    target = Path(out) if out is not None else run_dirs[0]
+    if len(run_dirs) > 1 and out is None:
+        raise UsageError("several runs need --out, the folder for the combined report")
+    target.mkdir(parents=True, exist_ok=True)
+    metrics, rows = _combine(run_dirs)
+    paths = {"ablation": plot_ablation(metrics, target / "ablation.png"),
+             "pareto": plot_pareto(metrics, target / "pareto.png"),
+             "domains": plot_domains(metrics, target / "domains.png")}
+    title = html.escape(", ".join(d.name for d in run_dirs))
+    body = (f"<h1>mmedrag evaluation: {title}</h1>"
+            f"<p>{html.escape(json.dumps(metrics['run']))}</p>"
+            f"<h2>Metrics</h2>{_metric_table(metrics)}"
             "<p>n counts the samples every variant of a task has answered (a run still in "
             "progress is compared like for like). CIs: percentile bootstrap over samples "
             "(1,000 resamples; 200 for text generation). Seconds are wall time on the machine "
@@ -272,8 +298,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
             "<h2>Plots</h2><img src='ablation.png'><img src='pareto.png'><img src='domains.png'>"
             "<h2>Worst examples (with the evidence shown)</h2>" + _worst(rows))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>mmedrag eval "
-            f"{html.escape(run_dir.name)}</title><style>{_CSS}</style></head>"
-            f"<body>{body}</body></html>")
-    paths["html"] = run_dir / "report.html"
+            f"{title}</title><style>{_CSS}</style></head><body>{body}</body></html>")
+    paths["html"] = target / "report.html"
     paths["html"].write_text(page, encoding="utf-8")
     return paths
