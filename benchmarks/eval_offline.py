@@ -13,7 +13,15 @@ Samples are taken in a seeded shuffle (``--seed``), so every prefix is a random 
 Usage:
     nice -n 10 python benchmarks/eval_offline.py --limit 50          # a first slice
     nice -n 10 python benchmarks/eval_offline.py                     # everything
-    mmedrag eval report runs/offline/vqa-rad && mmedrag eval report runs/offline/pubmedqa
+    mmedrag eval report runs/offline/vqa-rad runs/offline/pubmedqa --out runs/offline/combined
+
+The same with the CLI alone:
+    mmedrag eval corpus vqa-rad --index runs/offline/indexes/vqa-rad
+    mmedrag eval run --task vqa-rad-closed --index runs/offline/indexes/vqa-rad \
+        --out runs/offline/vqa-rad --ablation no-rag,rag --seed 0 [--limit N]
+    mmedrag eval corpus pubmedqa --index runs/offline/indexes/pubmedqa
+    mmedrag eval run --task pubmedqa --index runs/offline/indexes/pubmedqa \
+        --out runs/offline/pubmedqa --ablation no-rag,rag --seed 0 [--limit N]
 """
 
 from __future__ import annotations
@@ -103,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         summaries[name]["over_reliance"] = metrics["tasks"][task].get("over_reliance")
         summaries[name]["leak_check"] = leak_check(out / name, data, name)
         summaries[name]["run"] = metrics["run"]
+    if len(plans) == 2 or (out / "vqa-rad").is_dir() and (out / "pubmedqa").is_dir():
+        write_report(out / "vqa-rad", out / "pubmedqa", out=out / "combined")
     print(json.dumps(summaries, indent=1))
     return 0
 
