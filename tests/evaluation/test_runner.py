@@ -193,3 +193,16 @@ def test_metrics_cover_this_invocation_and_reports_compare_like_for_like(tmp_pat
         handle.writelines(json.dumps(r) + "\n" for r in extra)
     report = load_metrics(out)["tasks"]["vqa-closed"]["variants"]
     assert {v: s["metrics"]["n"] for v, s in report.items()} == {"no-rag": 3, "other": 3}
+
+
+def test_a_torn_last_row_is_recomputed_and_never_corrupts_the_next(tmp_path: Path) -> None:
+    tasks = resolve_tasks(f"vqa-closed={_questions(tmp_path, 6)}")
+    out = tmp_path / "torn"
+    Runner(_pipeline(CountingGenerator()), tasks, out, parse_variants("no-rag"),
+           progress=False).run()
+    text = (out / "rows.jsonl").read_text(encoding="utf-8")
+    (out / "rows.jsonl").write_text(text[: text.rstrip("\n").rfind("\n") + 40], encoding="utf-8")
+    gen = CountingGenerator()
+    Runner(_pipeline(gen), tasks, out, parse_variants("no-rag"), progress=False).run()
+    assert sum(gen.calls.values()) == 1
+    assert sorted(r["id"] for r in read_rows(out)) == [f"q{i}" for i in range(6)]

@@ -112,6 +112,7 @@ class Runner:
         from mmedrag.evaluation.aggregate import aggregate_run, write_calibration
 
         self._write_run_json()
+        _end_torn_line(self.out / ROWS)
         done = {(r["variant"], r["task"], r["id"]) for r in read_rows(self.out)}
         started = time.perf_counter()
         selected: set[tuple[str, str]] = set()
@@ -132,10 +133,10 @@ class Runner:
                           "parallel_workers": self.workers if self.generator.thread_safe else 1,
                           "cache_hits": self.generator.hits, "cache_misses": self.generator.misses,
                           "seconds": round(time.perf_counter() - started, 2)}
+        metrics["run"]["calibration_rows"] = write_calibration(rows,
+                                                               self.out / "calibration.jsonl")
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str),
                                                encoding="utf-8")
-        calibration = write_calibration(rows, self.out / "calibration.jsonl")
-        metrics["run"]["calibration_rows"] = calibration
         return metrics
 
     def _variants_for(self, task: TaskSpec) -> list[Variant]:
@@ -242,6 +243,15 @@ class Runner:
         else:
             info["history"] = [time.strftime("%Y-%m-%dT%H:%M:%S")]
         path.write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
+
+
+def _end_torn_line(path: Path) -> None:
+    """After a crash mid-write, start the next row on a fresh line (the torn one is skipped)."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as handle:
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
 
 
 def _base_row(task: TaskSpec, variant: Variant, sample: Sample, stats: dict[str, Any]
