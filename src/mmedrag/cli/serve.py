@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,10 +12,10 @@ from mmedrag.errors import UsageError
 
 def serve_command(
     index: Path = typer.Option(..., "--index", "-i", help="Index folder to serve (read-only)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML pipeline config."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML pipeline config."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; non-loopback needs an API key."),
     port: int = typer.Option(8000, help="TCP port."),
-    api_key_env: Optional[str] = typer.Option(
+    api_key_env: str | None = typer.Option(
         None, "--api-key-env", help="Environment variable holding the API key (required for "
                                     "a non-loopback --host; optional on loopback)."),
     max_upload_mb: float = typer.Option(20.0, help="Largest request body in MB (413 above)."),
