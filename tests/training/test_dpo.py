@@ -124,7 +124,7 @@ def test_two_stage_run_learns_saves_and_reloads(tiny, tmp_path: Path) -> None:  
     generator = AdapterGenerator(str(model_dir), adapter=result.adapter_dir, device="cpu",
                                  max_tokens=3)
     out = generator.generate([{"role": "user", "content": "is there a fracture ?"}],
-                             params=GenerationParams(max_tokens=10))
+                             params=GenerationParams(max_tokens=10, logprobs=True))
     assert 1 <= out.tokens_out <= 3 and out.model.endswith("+adapter")
     assert 0.0 <= out.yes_probability <= 1.0
     with pytest.raises(UsageError, match="not a PEFT adapter"):

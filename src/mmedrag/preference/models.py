@@ -14,13 +14,15 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmedrag.errors import UsageError
+from mmedrag.generation.protocol import GenerationParams
+from mmedrag.generation.transformers_local import TransformersGenerator
 from mmedrag.records import Generation
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -118,17 +120,18 @@ def load_model(model: str, gguf_file: str | None = None, device: DeviceChoice | 
     return loaded.to(device.device), processor, vlm
 
 
-class AdapterGenerator:
-    """A local causal LM, optionally with a LoRA adapter, as a :class:`Generator` (text only).
+class AdapterGenerator(TransformersGenerator):
+    """The transformers generator with a PEFT (LoRA) adapter on top: base + adapter for the
+    pipeline and the evaluation harness (registered as ``transformers-peft``).
 
-    Greedy decoding through the model's chat template; ``yes_probability`` for closed
-    questions comes from the next-token distribution over " yes"/" no" variants.
+    Decoding, chat templates, images (for VLMs) and yes-probabilities are those of
+    :class:`mmedrag.generation.transformers_local.TransformersGenerator`.
 
     Args:
         model: checkpoint folder, a ``.gguf`` path, or ``smollm2`` (the packaged GGUF).
         gguf_file: GGUF file name inside ``model``.
         adapter: folder of a PEFT adapter saved by ``mmedrag train dpo`` (None: the base model).
-        device: auto | cpu | cuda.
+        device: auto | cpu | cuda[:N] (see :func:`select_device`; fp32 on CPU).
         max_tokens: cap on new tokens whatever the caller asks (None: no cap).
 
     Example:
@@ -136,60 +139,38 @@ class AdapterGenerator:
         >>> gen.generate([{"role": "user", "content": "Is it?"}]).text  # doctest: +SKIP
     """
 
-    sees_images = False
-
     def __init__(self, model: str = "smollm2", gguf_file: str | None = None,
                  adapter: str | Path | None = None, device: str = "auto",
-                 max_tokens: int | None = None, model_obj: Any = None,
-                 tokenizer: Any = None) -> None:
-        self.device = select_device(device)
+                 max_tokens: int | None = None, **options: Any) -> None:
+        choice = select_device(device)
+        folder, gguf_file = resolve_model(model, gguf_file)
+        if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
+            raise UsageError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
+        options.setdefault("dtype", choice.dtype)
+        super().__init__(folder, gguf_file=gguf_file, device=choice.device, **options)
+        self.adapter = str(adapter) if adapter is not None else None
         self.max_tokens = max_tokens
-        if model_obj is None:
-            model_obj, tokenizer, vlm = load_model(model, gguf_file, self.device)
-            if vlm:
-                raise UsageError("AdapterGenerator drives text-only models; use a VLM backend")
-        if adapter is not None:
-            from peft import PeftModel
+        if self.adapter:
+            self.name = f"{self.name}+{Path(self.adapter).name}"
 
-            if not (Path(adapter) / "adapter_config.json").exists():
-                raise UsageError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
-            model_obj = PeftModel.from_pretrained(model_obj, str(adapter))
-        self.model = model_obj.eval()
-        self.tokenizer = tokenizer
-        self.name = f"{Path(str(model)).name}{'+' + Path(str(adapter)).name if adapter else ''}"
-        self._yes_no = self._yes_no_ids()
+    def load(self) -> tuple[Any, Any]:
+        """(base model with the adapter applied, processor-or-tokenizer), loaded once."""
+        if self._loaded is None:
+            model, processor = super().load()
+            if self.adapter:
+                from peft import PeftModel
 
-    def _yes_no_ids(self) -> tuple[list[int], list[int]]:
-        ids: tuple[list[int], list[int]] = ([], [])
-        for slot, words in enumerate((("yes", "Yes", " yes", " Yes"), ("no", "No", " no", " No"))):
-            for word in words:
-                tokens = self.tokenizer.encode(word, add_special_tokens=False)
-                if len(tokens) == 1 and tokens[0] not in ids[slot]:
-                    ids[slot].append(tokens[0])
-        return ids
+                model = PeftModel.from_pretrained(model, self.adapter).eval()
+            tokenizer = self._tokenizer(processor)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._loaded = (model, processor)
+        return self._loaded
 
     def generate(self, messages: list[dict[str, Any]], images: list[Any] | None = None,
-                 params: Any = None) -> Generation:
-        """Greedy completion of ``messages`` (images are ignored: the model is text-only)."""
-        import torch
-
-        max_tokens = getattr(params, "max_tokens", 64) if params is not None else 64
-        max_tokens = min(max_tokens, self.max_tokens) if self.max_tokens else max_tokens
-        start = time.perf_counter()
-        inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                    return_tensors="pt", return_dict=True)
-        inputs = {k: v.to(self.device.device) for k, v in inputs.items()}
-        with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False,
-                                      output_scores=True, return_dict_in_generate=True,
-                                      pad_token_id=self.tokenizer.pad_token_id)
-        new = out.sequences[0][inputs["input_ids"].shape[1]:]
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        yes_probability = None
-        if out.scores and all(self._yes_no):
-            probs = torch.softmax(out.scores[0][0].float(), dim=-1)
-            yes, no = probs[self._yes_no[0]].sum().item(), probs[self._yes_no[1]].sum().item()
-            yes_probability = yes / (yes + no) if yes + no > 0 else None
-        return Generation(text=text, tokens_in=int(inputs["input_ids"].shape[1]),
-                          tokens_out=int(new.shape[0]), seconds=time.perf_counter() - start,
-                          yes_probability=yes_probability, model=self.name)
+                 params: GenerationParams | None = None) -> Generation:
+        """Generate as the base class does, with ``max_tokens`` capped."""
+        params = params or GenerationParams()
+        if self.max_tokens and params.max_tokens > self.max_tokens:
+            params = dataclasses.replace(params, max_tokens=self.max_tokens)
+        return super().generate(messages, images, params)
