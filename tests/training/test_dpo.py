@@ -142,6 +142,11 @@ def test_resume_continues_from_checkpoint(tiny, tmp_path: Path) -> None:  # noqa
     stage = again.stages[0]
     assert stage["resumed_from"].endswith("checkpoint-4")
     assert stage["steps"] == 6 and len(stage["losses"]) == 2
+    done = train_dpo(prefs, str(model_dir), tmp_path, settings=_settings(), stages="mixed",
+                     max_steps=6, resume=True, device="cpu")
+    assert done.stages[0]["skipped"] == "already done" and done.stages[0]["steps"] == 6
+    assert (done.adapter_dir / "adapter_model.safetensors").read_bytes() == \
+        (tmp_path / "stage-mixed" / "adapter" / "adapter_model.safetensors").read_bytes()
 
 
 def test_settings_presets_and_files(tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ def train_dpo(data: str | Path, model: str, out_dir: str | Path,
             continue
         done = out / f"stage-{name}" / "done.json"
         if resume and done.exists() and (out / f"stage-{name}" / "adapter").exists():
-            policy = _load_stage_adapter(policy, out / f"stage-{name}" / "adapter", first)
+            policy = _load_stage_adapter(policy, out / f"stage-{name}" / "adapter")
             result.stages.append(json.loads(done.read_text()) | {"skipped": "already done"})
         else:
             policy, log = _run_stage(name, policy, processor, rows, vlm, settings, choice, out,
@@ -244,13 +244,13 @@ def train_dpo(data: str | Path, model: str, out_dir: str | Path,
     return result
 
 
-def _load_stage_adapter(policy: Any, adapter: Path, first: bool) -> Any:
+def _load_stage_adapter(policy: Any, adapter: Path) -> Any:
+    """The base model (adapters removed, not merged) with a finished stage's adapter."""
     from peft import PeftModel
 
-    if first:
-        return PeftModel.from_pretrained(policy, str(adapter), is_trainable=True)
-    policy.load_adapter(str(adapter), adapter_name="default", is_trainable=True)
-    return policy
+    if isinstance(policy, PeftModel):
+        policy = policy.unload()
+    return PeftModel.from_pretrained(policy, str(adapter), is_trainable=True)
 
 
 def _write_log(result: DPOResult, settings: DPOSettings, model: str, gguf_file: str | None,
