@@ -166,7 +166,7 @@ class Pipeline:
             if confidence >= threshold:
                 trace.append(f"retrieve-on-demand: answered without retrieval (confidence "
                              f"{confidence:.2f} >= threshold {threshold:.2f})")
-                return self._finish(question, task, options, first, [], None, {}, trace,
+                return self._finish(question, task, options, first, None, {}, trace,
                                     seconds, total_start, used_rag=False)
             trace.append(f"retrieve-on-demand: confidence {confidence:.2f} < threshold "
                          f"{threshold:.2f}, so evidence was retrieved")
@@ -176,7 +176,7 @@ class Pipeline:
         trace.extend(info.get("trace", []))
         seconds.update(info.get("seconds", {}))
         result = self._generate(task, question, image, options, hits, params, trace, seconds)
-        return self._finish(question, task, options, result, hits, selection, info, trace,
+        return self._finish(question, task, options, result, selection, info, trace,
                             seconds, total_start, used_rag=use_rag)
 
     def _evidence(self, question: str, image: Any, use_rag: bool, evidence: list[Hit] | None,
@@ -195,13 +195,11 @@ class Pipeline:
     def _generate(self, task: str, question: str, image: Any, options: dict[str, str] | None,
                   hits: list[Hit], params: GenerationParams, trace: list[str],
                   seconds: dict[str, float], want_confidence: bool = False,
-                  ) -> tuple[Generation, list[dict[str, Any]], bool]:
+                  ) -> tuple[Generation, list[dict[str, Any]], bool, list[Hit]]:
         generator = self.generator
         sees = bool(getattr(generator, "sees_images", False)) and image is not None
         mode = "seen" if sees else ("not_seen" if image is not None else "none")
-        messages = build_messages(task, question, hits, options, image=mode,
-                                  version=self.config.prompt_version,
-                                  evidence_chars=self.evidence_chars)
+        hits, messages = self._fit(generator, task, question, hits, options, mode, params, trace)
         if want_confidence or task == "closed_vqa":
             params = dataclasses.replace(params, logprobs=True)
         start = time.perf_counter()
@@ -213,13 +211,32 @@ class Pipeline:
             note += "; it reached the model only through the retrieved evidence" if hits else ""
             if note not in trace:
                 trace.append(note)
-        return generation, messages, sees
+        return generation, messages, sees, hits
+
+    def _fit(self, generator: Any, task: str, question: str, hits: list[Hit],
+             options: dict[str, str] | None, mode: str, params: GenerationParams,
+             trace: list[str]) -> tuple[list[Hit], list[dict[str, Any]]]:
+        """Messages for ``hits``, dropping the last evidence items while the prompt is too long
+        for the generator's context window (generators that say so through ``fits``)."""
+        fits = getattr(generator, "fits", None)
+        kept = list(hits)
+        while True:
+            messages = build_messages(task, question, kept, options, image=mode,
+                                      version=self.config.prompt_version,
+                                      evidence_chars=self.evidence_chars)
+            if fits is None or not kept or fits(messages, params.max_tokens):
+                break
+            kept.pop()
+        if len(kept) < len(hits):
+            trace.append(f"dropped {len(hits) - len(kept)} evidence item(s) to fit the "
+                         f"context window of {getattr(generator, 'name', 'the generator')}")
+        return kept, messages
 
     def _finish(self, question: str, task: str, options: dict[str, str] | None,
-                result: tuple[Generation, list[dict[str, Any]], bool], hits: list[Hit],
+                result: tuple[Generation, list[dict[str, Any]], bool, list[Hit]],
                 selection: Selection | None, info: dict[str, Any], trace: list[str],
                 seconds: dict[str, float], total_start: float, used_rag: bool) -> Answer:
-        generation, messages, sees = result
+        generation, messages, sees, hits = result
         cited = set(parse_citations(generation.text))
         evidence = [Evidence(number=n, hit=hit, cited=n in cited)
                     for n, hit in enumerate(hits, start=1)]

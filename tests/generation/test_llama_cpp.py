@@ -74,3 +74,19 @@ def test_bad_options_are_usage_errors(tmp_path) -> None:
     with pytest.raises(UsageError, match="exceeds n_ctx 128"):
         small.generate([{"role": "user", "content": "word " * 200}],
                        params=GenerationParams(max_tokens=8))
+
+
+def test_pipeline_drops_evidence_that_does_not_fit_the_context(gen) -> None:
+    from mmedrag.config import Config
+    from mmedrag.pipeline import Pipeline
+    from mmedrag.records import Hit, Record
+
+    small = LlamaCppGenerator(n_ctx=512, n_threads=1)
+    report = "The lungs are clear and the heart is normal in size. " * 12
+    hits = [Hit(record=Record(id=f"r{i}", text=report), score=1.0) for i in range(4)]
+    answer = Pipeline(Config(), None, generator=small).answer(
+        "Are the lungs clear?", task="closed_vqa", evidence=hits,
+        params=GenerationParams(max_tokens=8))
+    assert 1 <= len(answer.evidence) < 4
+    assert any("to fit the context window" in line for line in answer.trace)
+    assert answer.tokens_in + 8 <= 512 and answer.parsed in ("yes", "no")

@@ -123,6 +123,12 @@ class LlamaCppGenerator:
                              "keep fewer evidence items")
         return tokens
 
+    def fits(self, messages: list[dict[str, Any]], max_tokens: int) -> bool:
+        """Whether the prompt plus ``max_tokens`` fits the context window (n_ctx)."""
+        prompt = self.format_prompt(messages)
+        n_prompt = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        return n_prompt + max_tokens <= self.n_ctx
+
     # -- decoding ------------------------------------------------------------------------------
     def generate(self, messages: list[dict[str, Any]], images: list[Any] | None = None,
                  params: GenerationParams | None = None) -> Generation:
