@@ -75,7 +75,10 @@ def test_saved_retriever_loads_and_embeds_like_the_trained_model(sample_dir: Pat
     assert encoder.model.extra_dim == 468
     direct = embed_pixels(encoder.model, preload_images(images, encoder.size),
                           extra=handcrafted_features(images))
-    assert np.allclose(direct, vectors, atol=1e-6)
+    assert (tmp_path / "t" / "memory.npz").exists() and encoder.memory_mix == 0.5
+    assert not np.allclose(direct, vectors, atol=1e-3)  # blended with the neighbours' reports
+    encoder._memory = None
+    assert np.allclose(encoder.encode_images(images), direct, atol=1e-6)
     assert encoder.encode_texts(["liver"]).shape == (1, 512)
 
 

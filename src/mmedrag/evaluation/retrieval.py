@@ -32,14 +32,14 @@ def hits_at_k(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]], k
     """Per-query 0/1: a relevant id within the first k."""
     _check(rankings, relevant)
     return np.array([float(any(d in rel for d in ranked[:k]))
-                     for ranked, rel in zip(rankings, relevant)])
+                     for ranked, rel in zip(rankings, relevant, strict=True)])
 
 
 def reciprocal_ranks(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> np.ndarray:
     """Per-query 1/rank of the first relevant id (0 when none was retrieved)."""
     _check(rankings, relevant)
     out = []
-    for ranked, rel in zip(rankings, relevant):
+    for ranked, rel in zip(rankings, relevant, strict=True):
         rank = next((i for i, d in enumerate(ranked, start=1) if d in rel), None)
         out.append(1.0 / rank if rank else 0.0)
     return np.array(out)
@@ -49,7 +49,7 @@ def ndcg_values(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]],
     """Per-query nDCG@k with binary gains (0 for a query with no relevant ids)."""
     _check(rankings, relevant)
     out = []
-    for ranked, rel in zip(rankings, relevant):
+    for ranked, rel in zip(rankings, relevant, strict=True):
         dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranked[:k]) if d in rel)
         ideal = sum(1 / math.log2(i + 2) for i in range(min(k, len(rel))))
         out.append(dcg / ideal if ideal else 0.0)
@@ -138,10 +138,10 @@ def domain_accuracy(truth: Sequence[str], predicted: Sequence[str | None],
     columns = names + others + (["(all)"] if any(p is None for p in predicted) else [])
     where = {name: i for i, name in enumerate(columns)}
     matrix = [[0] * len(columns) for _ in names]
-    for t, p in zip(truth, predicted):
+    for t, p in zip(truth, predicted, strict=True):
         if t in names:
             matrix[names.index(t)][where["(all)" if p is None else p]] += 1
-    correct = sum(t == p for t, p in zip(truth, predicted))
+    correct = sum(t == p for t, p in zip(truth, predicted, strict=True))
     return (correct / len(truth) if truth else 0.0), columns, matrix
 
 

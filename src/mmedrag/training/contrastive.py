@@ -31,9 +31,9 @@ from mmedrag.training.tower import ImageTower, LogitScale, augment, info_nce, to
 class TowerTrainConfig:
     """Hyper-parameters of tower training (saved with the checkpoint)."""
 
-    size: int = 112
-    width: int = 32
-    epochs: int = 40
+    size: int = 64
+    width: int = 24
+    epochs: int = 24
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -43,7 +43,8 @@ class TowerTrainConfig:
     aux_weight: float = 0.3
     group_weight: float = 0.3
     case_weight: float = 0.5
-    monitor: str = "R@5"
+    monitor: str = "MRR"
+    dropout: float = 0.3
     threads: int = 0
     handcrafted: bool = True
 
@@ -93,14 +94,16 @@ def embed_pixels(model: ImageTower, pixels: np.ndarray, batch: int = 128,
     return np.concatenate(out) if out else np.zeros((0, model.project.out_features), np.float32)
 
 
-def evaluate_recall(model: ImageTower, data: PairSet, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Image→report recall among the set's distinct reports (hit: identical report text)."""
-    unique = sorted(set(data.texts))
-    where = {t: i for i, t in enumerate(data.texts)}
-    docs = np.stack([data.text_vectors[where[t]] for t in unique])
-    rankings = rank_by_similarity(embed_pixels(model, data.pixels, extra=data.extra), docs, unique,
-                                  max(ks))
-    return retrieval_metrics(rankings, [{t} for t in data.texts], ks)
+def evaluate_recall(model: ImageTower, data: PairSet,
+                    ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Image→report recall among the set's reports, one per image (hit: own or identical text)."""
+    ids = [str(i) for i in range(len(data))]
+    by_text: dict[str, set[str]] = {}
+    for i, text in zip(ids, data.texts, strict=True):
+        by_text.setdefault(text, set()).add(i)
+    queries = embed_pixels(model, data.pixels, extra=data.extra)
+    rankings = rank_by_similarity(queries, data.text_vectors, ids, max(ks))
+    return retrieval_metrics(rankings, [by_text[t] for t in data.texts], ks)
 
 
 def warmup_cosine(total: int, warmup: float = 0.05) -> Any:
@@ -200,7 +203,8 @@ def train_tower(train: PairSet, val: PairSet, out_dir: str | Path, cfg: TowerTra
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     extra_dim = 0 if train.extra is None else train.extra.shape[1]
-    model = ImageTower(train.text_vectors.shape[1], cfg.width, aux_classes, extra_dim=extra_dim)
+    model = ImageTower(train.text_vectors.shape[1], cfg.width, aux_classes, cfg.dropout,
+                       extra_dim=extra_dim)
     scale = LogitScale()
     opt = torch.optim.AdamW([*model.parameters(), *scale.parameters()], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)

@@ -88,22 +88,35 @@ def _rows_from(manifests: list[Path], field: str) -> list[Row]:
     return rows
 
 
+def _split(rows: list[Row], split_field: str | None, val_fraction: float,
+           seed: int) -> tuple[list[Row], list[Row]]:
+    """The manifest's own split where rows have ``split_field``; by group elsewhere."""
+    own = [r for r in rows if split_field and split_field in r.fields]
+    rest = [r for r in rows if not (split_field and split_field in r.fields)]
+    train: list[Row] = []
+    val: list[Row] = []
+    for part, field in ((own, split_field), (rest, None)):
+        if part:
+            a, b = (split_rows(part, split_field=field) if field
+                    else split_rows(part, val_fraction=val_fraction, seed=seed))
+            train += a
+            val += b
+    return train, val
+
+
 def train_domain(manifests: list[str | Path], out_dir: str | Path, field: str = "domain",
                  split_field: str | None = None, val_fraction: float = 0.2,
                  features: str = "handcrafted", threshold: float = 0.5, seed: int = 0,
                  progress: bool = False) -> dict[str, Any]:
     """Fit the router on the training split, report held-out accuracy, save to ``out_dir``.
 
-    Rows with ``split_field`` use the manifest's own train/dev split; otherwise groups
-    (case/patient ids, per manifest) are split with ``val_fraction`` held out.
+    Rows with ``split_field`` use the manifest's own train/dev split; other rows (or all, without
+    ``split_field``) are split by group (case/patient id, per manifest), ``val_fraction`` held out.
     """
     rows = _rows_from([Path(m) for m in manifests], field)
     if len({r.label for r in rows}) < 2:
         raise UsageError(f"field {field!r} has fewer than two classes; nothing to classify")
-    if split_field:
-        train_rows, val_rows = split_rows(rows, split_field=split_field)
-    else:
-        train_rows, val_rows = split_rows(rows, val_fraction=val_fraction, seed=seed)
+    train_rows, val_rows = _split(rows, split_field, val_fraction, seed)
     extractor = feature_extractor(features)
     x_train = _encode(extractor, train_rows, progress)
     x_val = _encode(extractor, val_rows, progress)
@@ -118,7 +131,7 @@ def train_domain(manifests: list[str | Path], out_dir: str | Path, field: str = 
               "train": len(train_rows), "validation": len(val_rows),
               "train_groups": len({r.group for r in train_rows}),
               "validation_groups": len({r.group for r in val_rows}),
-              "accuracy_top1": float(np.mean([t == r.label for t, r in zip(top1, val_rows)])),
+              "accuracy_top1": float(np.mean([t == r.label for t, r in zip(top1, val_rows, strict=False)])),
               "accuracy": accuracy, "threshold": threshold, "columns": columns,
               "confusion": matrix, "fallback": sum(p is None for p in predicted)}
     router.save(out_dir, report)
@@ -192,7 +205,7 @@ class DomainRouter:
 
     def decide(self, probs: np.ndarray) -> RouteDecision:
         """The decision for one probability row."""
-        table = {label: round(float(p), 4) for label, p in zip(self.labels, probs)}
+        table = {label: round(float(p), 4) for label, p in zip(self.labels, probs, strict=False)}
         best = int(np.argmax(probs))
         top = float(probs[best])
         if top < self.threshold:

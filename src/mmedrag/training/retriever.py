@@ -28,6 +28,9 @@ from mmedrag.training.contrastive import PairSet, TowerTrainConfig, train_tower
 from mmedrag.training.data import Row, preload_images, read_rows, split_rows
 
 FORMAT = "mmedrag-tower/1"
+MEMORY_K = 10  # neighbours and blend of the report prior, chosen on a split inside MedPix train
+MEMORY_MIX = 0.5
+MEMORY_TEMPERATURE = 0.05
 
 
 def read_case_texts(path: str | Path, fields: tuple[str, ...] = ("findings", "diagnosis"),
@@ -135,19 +138,32 @@ def train_retriever(manifest: str | Path, out_dir: str | Path, domain: str | Non
                              "dim": encoder.dim}}
     result = train_tower(train, val, out_dir, cfg, {k: len(v) for k, v in labels.items()}, meta,
                          resume=resume, progress=progress)
-    export_tower(result.path, out_dir)
+    export_tower(result.path, out_dir, memory=train)
     return {"path": str(out_dir), "domain": domain, "train_pairs": len(train),
             "val_pairs": len(val), "best_epoch": result.best_epoch, "val": result.best,
             "seconds": round(result.seconds, 1), "history": result.history}
 
 
-def export_tower(checkpoint: str | Path, out_dir: str | Path) -> None:
-    """Write the loadable ``tower.pt`` + ``config.json`` from a training checkpoint."""
+def export_tower(checkpoint: str | Path, out_dir: str | Path, memory: PairSet | None = None) -> None:
+    """Write the loadable ``tower.pt`` + ``config.json`` from a training checkpoint.
+
+    With ``memory`` (the training pairs), also ``memory.npz``: the trained tower's embeddings of
+    the training images beside their report vectors, for the nearest-neighbour report prior.
+    """
     import torch
+
+    from mmedrag.training.contrastive import embed_pixels
+    from mmedrag.training.tower import ImageTower
 
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
     out = Path(out_dir)
     torch.save(payload["model"], out / "tower.pt")
+    if memory is not None:
+        model = ImageTower(**payload["tower"])
+        model.load_state_dict(payload["model"])
+        images = embed_pixels(model, memory.pixels, extra=memory.extra)
+        np.savez_compressed(out / "memory.npz", images=images.astype(np.float16),
+                            texts=memory.text_vectors.astype(np.float16))
     config = {"format": FORMAT, "tower": payload["tower"], "size": payload["config"]["size"],
               "epoch": payload["epoch"], "train": payload["config"],
               "val": payload["state"].get("best_metrics", {}), **payload["meta"]}
@@ -185,6 +201,25 @@ class TrainedTowerEncoder:
         self.dim = int(self.meta["tower"]["out_dim"])
         self.domain = self.meta.get("domain")
         self._text_encoder: Any = None
+        self.memory_mix = float(self.meta.get("memory_mix", MEMORY_MIX))
+        self.memory_k = int(self.meta.get("memory_k", MEMORY_K))
+        self._memory: tuple[np.ndarray, np.ndarray] | None = None
+        if (self.path / "memory.npz").exists() and self.memory_mix > 0:
+            with np.load(self.path / "memory.npz") as data:
+                self._memory = (data["images"].astype(np.float32),
+                                data["texts"].astype(np.float32))
+
+    def _with_memory(self, queries: np.ndarray) -> np.ndarray:
+        """Blend each query with the reports of its nearest training images (softmax-weighted)."""
+        if self._memory is None:
+            return queries
+        images, texts = self._memory
+        sims = queries @ images.T
+        k = min(self.memory_k, len(images))
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        weights = np.exp((np.take_along_axis(sims, top, 1) - 1) / MEMORY_TEMPERATURE)
+        prior = l2_normalise(np.einsum("qk,qkd->qd", weights, texts[top]))
+        return l2_normalise((1 - self.memory_mix) * queries + self.memory_mix * prior)
 
     def encode_images(self, images: list[Any]) -> np.ndarray:
         from mmedrag.training.contrastive import embed_pixels
@@ -193,8 +228,9 @@ class TrainedTowerEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         images = list(images)
         extra = handcrafted_features(images) if self.model.extra_dim else None
-        return l2_normalise(embed_pixels(self.model, preload_images(images, self.size),
-                                         extra=extra))
+        queries = l2_normalise(embed_pixels(self.model, preload_images(images, self.size),
+                                            extra=extra))
+        return self._with_memory(queries)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         if self._text_encoder is None:
