@@ -113,7 +113,8 @@ def test_bad_usage_is_reported(pipe) -> None:
         pipe.answer("x", task="mcq")
     with pytest.raises(UsageError, match="no index"):
         Pipeline(_config(), None).retrieve("x")
-    assert Pipeline(_config(), None).answer("Is it?", task="closed_vqa", use_rag=False).parsed == "no"
+    bare = Pipeline(_config(), None).answer("Is it?", task="closed_vqa", use_rag=False)
+    assert bare.parsed == "no"
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,9 @@ from mmedrag.errors import UsageError
 from mmedrag.generation.parse import parse_answer, parse_citations
 from mmedrag.generation.prompts import MAX_EVIDENCE_CHARS, build_messages, check_task
 from mmedrag.generation.protocol import GenerationParams, Generator
+from mmedrag.pipeline_retrieval import RetrievalFlow
 from mmedrag.records import Answer, Evidence, Generation, Hit, Query
 from mmedrag.registry import REGISTRY
-from mmedrag.pipeline_retrieval import RetrievalFlow
 from mmedrag.selection.protocol import Selection
 
 _MAX_TOKENS = {"closed_vqa": 32, "open_vqa": 48, "mcq": 64, "mcq_voc": 256, "report": 256,
@@ -90,7 +90,8 @@ class Pipeline:
         """A cheap copy sharing the index, encoders and generator, for ablations.
 
         Example:
-            >>> fixed3 = pipe.with_overrides(selector=Component(name="fixed", options={"k": 3}))  # doctest: +SKIP
+            >>> fixed3 = pipe.with_overrides(
+            ...     selector=Component(name="fixed", options={"k": 3}))    # doctest: +SKIP
         """
         update: dict[str, Any] = {}
         if selector is not None:
@@ -123,7 +124,8 @@ class Pipeline:
             lines and ``seconds`` per stage).
         """
         if self.index is None:
-            raise UsageError("this pipeline has no index: pass index=... or answer with use_rag=False")
+            raise UsageError("this pipeline has no index: pass index=... or answer with "
+                             "use_rag=False")
         if not question and image is None:
             raise UsageError("retrieve needs a question, an image, or both")
         return self._flow.run(question, image, k or self.config.retrieval.k, filters,
@@ -155,7 +157,8 @@ class Pipeline:
         total_start = time.perf_counter()
         params = params or GenerationParams(max_tokens=_MAX_TOKENS[task])
         image = _load(image, "image")
-        retrieval_image = image if retrieval_image is None else _load(retrieval_image, "retrieval image")
+        retrieval_image = (image if retrieval_image is None
+                           else _load(retrieval_image, "retrieval image"))
         trace: list[str] = []
         seconds: dict[str, float] = {}
         threshold = self.config.retrieve_on_demand
@@ -185,7 +188,8 @@ class Pipeline:
         if evidence is not None:
             selection = Selection(hits=list(evidence), k=len(evidence),
                                   reason=f"{len(evidence)} evidence item(s) given by the caller")
-            return list(evidence), selection, {"trace": ["evidence given by the caller; no retrieval"]}
+            info = {"trace": ["evidence given by the caller; no retrieval"]}
+            return list(evidence), selection, info
         if not use_rag:
             return [], None, {"trace": ["retrieval off (use_rag=False)"]}
         if self.index is None:

@@ -83,7 +83,8 @@ class RetrievalFlow:
         def build() -> Any:
             spec = self.config.selector
             options = dict(spec.options)
-            if spec.name == "calibrated" and "calibration" not in options and self.index is not None:
+            wants = spec.name == "calibrated" and "calibration" not in options
+            if wants and self.index is not None:
                 calibration = self.index.extra("calibration")
                 if calibration is not None:
                     options["calibration"] = calibration
@@ -188,7 +189,8 @@ class RetrievalFlow:
         from mmedrag.retrieval.bm25 import BM25Retriever
         from mmedrag.retrieval.dense import DenseRetriever
 
-        builders = {"dense": lambda: DenseRetriever(self.index), "bm25": lambda: BM25Retriever(self.index)}
+        builders = {"dense": lambda: DenseRetriever(self.index),
+                    "bm25": lambda: BM25Retriever(self.index)}
         text_only = Query(text=query.text, domain=query.domain, filters=query.filters)
         out = []
         for name in _TEXT_RETRIEVERS[self.config.retrieval.mode]:

@@ -15,7 +15,8 @@ def _hits(*texts: str) -> list[Hit]:
 
 def test_closed_answer_and_yes_probability_come_from_the_first_evidence() -> None:
     gen = EchoGenerator()
-    out = gen.generate(build_messages("closed_vqa", "Q?", _hits("A: No. A: No. A: Yes.", "yes yes")))
+    hits = _hits("A: No. A: No. A: Yes.", "yes yes")
+    out = gen.generate(build_messages("closed_vqa", "Q?", hits))
     assert out.text == "no [1]"
     assert out.yes_probability == pytest.approx((1 + 1) / (1 + 2 + 2))
     assert out.model == "echo" and out.tokens_out == 2

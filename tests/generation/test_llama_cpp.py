@@ -17,8 +17,8 @@ SYSTEM = {"role": "system", "content": "Answer with yes or no."}
 
 
 def _question(report: str) -> list[dict[str, str]]:
-    return [SYSTEM, {"role": "user",
-                     "content": f"Report: {report}\nQuestion: Is there a fracture? Answer yes or no."}]
+    question = "Question: Is there a fracture? Answer yes or no."
+    return [SYSTEM, {"role": "user", "content": f"Report: {report}\n{question}"}]
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from mmedrag.generation.openai_compat import (GenerationError, OpenAICompatGenerator,
-                                              with_images)
+from mmedrag.generation.openai_compat import GenerationError, OpenAICompatGenerator, with_images
 from mmedrag.generation.protocol import GenerationParams
 
 pytest.importorskip("llama_cpp")

@@ -6,8 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmedrag.generation.parse import (first_sentence, parse_answer, parse_citations,
-                                      parse_option, parse_yes_no)
+from mmedrag.generation.parse import (
+    first_sentence,
+    parse_answer,
+    parse_citations,
+    parse_option,
+    parse_yes_no,
+)
 
 # Filler that can never contain a yes/no word, an option letter cue or a citation.
 filler = st.text(alphabet="xyz qrstuvw,", max_size=40).filter(

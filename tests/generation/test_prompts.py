@@ -36,7 +36,8 @@ def test_verification_of_choice_asks_to_verify_each_option() -> None:
 
 def test_image_notes_and_evidence_cut() -> None:
     long = "word " * 500
-    seen = build_messages("open_vqa", "Q?", _hits(long), image="seen", evidence_chars=100)[1]["content"]
+    seen = build_messages("open_vqa", "Q?", _hits(long), image="seen",
+                          evidence_chars=100)[1]["content"]
     assert "image is attached" in seen
     evidence_line = next(line for line in seen.splitlines() if line.startswith("[1]"))
     assert len(evidence_line) <= 110 and evidence_line.endswith("...")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -26,8 +26,8 @@ def parse_options(items: list[str]) -> dict[str, str] | None:
     return options
 
 
-def build_pipeline(index: Optional[Path], config: Optional[Path], generator: Optional[str],
-                   k: Optional[int]) -> Any:
+def build_pipeline(index: Path | None, config: Path | None, generator: str | None,
+                   k: int | None) -> Any:
     """A Pipeline from CLI options (``--generator`` overrides the config's generator name)."""
     from mmedrag.config import Component, Config
     from mmedrag.pipeline import Pipeline
@@ -40,7 +40,8 @@ def build_pipeline(index: Optional[Path], config: Optional[Path], generator: Opt
             raise UsageError("-k must be positive")
         cfg = cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(update={"k": k})})
     if index is not None and not (index / "index.json").exists():
-        raise UsageError(f"{index}: not an index folder (no index.json); build one with 'mmedrag index'")
+        raise UsageError(f"{index}: not an index folder (no index.json); "
+                         "build one with 'mmedrag index'")
     return Pipeline.from_config(cfg, index=index)
 
 
@@ -78,15 +79,20 @@ def render_answer(answer: Any, gold: str | None = None) -> str:
 
 def ask_command(
     question: str = typer.Argument(..., help="The question (for --task report: an instruction)."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index folder (needed unless --no-rag)."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Image the question is about (PNG/JPEG/DICOM)."),
+    index: Path | None = typer.Option(
+        None, "--index", "-i", help="Index folder (needed unless --no-rag)."),
+    image: Path | None = typer.Option(
+        None, "--image", help="Image the question is about (PNG/JPEG/DICOM)."),
     task: str = typer.Option("open_vqa", "--task", "-t", help=TASK_HELP),
-    option: list[str] = typer.Option([], "--option", help="Multiple-choice option LETTER=TEXT (repeatable)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config."),
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="Generator name (overrides the config), e.g. llama-cpp, openai, echo."),
-    k: Optional[int] = typer.Option(None, "-k", help="Candidates retrieved before selection."),
+    option: list[str] = typer.Option(
+        [], "--option", help="Multiple-choice option LETTER=TEXT (repeatable)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config."),
+    generator: str | None = typer.Option(
+        None, "--generator", "-g",
+        help="Generator name (overrides the config): llama-cpp, openai, transformers, echo."),
+    k: int | None = typer.Option(None, "-k", help="Candidates retrieved before selection."),
     no_rag: bool = typer.Option(False, "--no-rag", help="Answer without retrieval."),
-    max_tokens: Optional[int] = typer.Option(None, help="Maximum answer tokens."),
+    max_tokens: int | None = typer.Option(None, help="Maximum answer tokens."),
     as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
 ) -> None:
     """Answer a question (optionally about an image) with retrieved, cited evidence.

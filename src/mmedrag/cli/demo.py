@@ -18,7 +18,7 @@ import os
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -93,9 +93,11 @@ def _score(answer: Any, gold: str, task: str) -> bool:
 
 
 def demo_command(
-    out: Optional[Path] = typer.Option(None, "--out", help="Working folder (default ~/.cache/mmedrag/demo)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Working folder (default ~/.cache/mmedrag/demo)."),
     questions: int = typer.Option(6, "--questions", "-n", help="How many questions to answer."),
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="Generator (default: llama-cpp with SmolLM2)."),
+    generator: str | None = typer.Option(
+        None, "--generator", "-g", help="Generator (default: llama-cpp with SmolLM2)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Index the packaged CC0 VQA-RAD sample and answer held-out questions about it, offline.
@@ -117,7 +119,8 @@ def demo_command(
                  selector=Component(name="gap", options={"gamma": 0.05, "k_min": 1, "k_max": 2}))
     pipeline = Pipeline(cfg, index, evidence_chars=300)
     rows = [json.loads(line) for line in
-            (sample_dir() / "questions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+            (sample_dir() / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
     pair_of = _pair_ids(sample_dir())
     results = []
     if not as_json:
@@ -133,7 +136,8 @@ def demo_command(
         if not as_json:
             typer.echo(f"\n[{row['id']}] image {row['image']} ({row['organ']}), "
                        f"query image's own record excluded from retrieval")
-            typer.echo(render_answer(answer, gold=f"{row['answer']} ({'contains it' if correct else 'does not contain it'})"))
+            verdict = "matches" if correct else "does not match"
+            typer.echo(render_answer(answer, gold=f"{row['answer']} ({verdict})"))
     _finish(results, info, total_start, as_json)
 
 
@@ -157,7 +161,8 @@ def _header(info: dict[str, Any]) -> str:
             "Each question's own image record is excluded: answers come from other images.")
 
 
-def _finish(results: list[dict[str, Any]], info: dict[str, Any], start: float, as_json: bool) -> None:
+def _finish(results: list[dict[str, Any]], info: dict[str, Any], start: float,
+            as_json: bool) -> None:
     seconds = time.perf_counter() - start
     generate = [r["seconds"].get("total", 0.0) for r in results]
     summary = {"questions": len(results), "matches": sum(r["correct"] for r in results),
@@ -167,6 +172,7 @@ def _finish(results: list[dict[str, Any]], info: dict[str, Any], start: float, a
         typer.echo(json.dumps({"setup": info, "answers": results, "summary": summary},
                               ensure_ascii=False, default=str))
         return
-    typer.echo(f"\n{summary['matches']}/{summary['questions']} answers match the reference (closed: "
+    typer.echo(f"\n{summary['matches']}/{summary['questions']} answers match the reference "
+               "(closed: "
                f"parsed yes/no equal; open: reference within the answer's first sentence); "
                f"{summary['seconds_per_answer']:.2f}s per answer; demo total {seconds:.1f}s")

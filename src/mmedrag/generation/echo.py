@@ -14,7 +14,8 @@ with low confidence, which makes retrieve-on-demand fall through to retrieval.
 
 Example:
     >>> gen = EchoGenerator()
-    >>> msgs = [{"role": "user", "content": "[1] A: Yes. Yes.\\nQuestion: Is it?\\nAnswer yes or no"}]
+    >>> msgs = [{"role": "user",
+    ...          "content": "[1] A: Yes. Yes.\\nQuestion: Is it?\\nAnswer yes or no"}]
     >>> gen.generate(msgs).text
     'yes [1]'
 """

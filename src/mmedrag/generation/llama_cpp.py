@@ -193,7 +193,7 @@ class LlamaCppGenerator:
         llm = self.llm
         cached = llm.input_ids[:llm.n_tokens].tolist()
         shared = 0
-        for a, b in zip(cached, tokens[:-1]):
+        for a, b in zip(cached, tokens[:-1], strict=False):
             if a != b:
                 break
             shared += 1

@@ -51,8 +51,10 @@ def with_images(messages: list[dict[str, Any]], images: list[Any] | None) -> lis
     for message in reversed(out):
         if message.get("role") == "user":
             content = message.get("content", "")
-            parts = list(content) if isinstance(content, list) else [{"type": "text", "text": content}]
-            parts[:0] = [{"type": "image_url", "image_url": {"url": image_data_url(i)}} for i in images]
+            parts = (list(content) if isinstance(content, list)
+                     else [{"type": "text", "text": content}])
+            parts[:0] = [{"type": "image_url", "image_url": {"url": image_data_url(i)}}
+                         for i in images]
             message["content"] = parts
             return out
     raise UsageError("images need a user message to attach to")
@@ -83,7 +85,8 @@ class OpenAICompatGenerator:
     Example:
         >>> gen = OpenAICompatGenerator(model="qwen2.5-vl", base_url="http://localhost:8000/v1",
         ...                             vision=True)                     # doctest: +SKIP
-        >>> gen.generate([{"role": "user", "content": "Is this a CT?"}], images=["ct.png"]).text  # doctest: +SKIP
+        >>> msgs = [{"role": "user", "content": "Is this a CT?"}]
+        >>> gen.generate(msgs, images=["ct.png"]).text                   # doctest: +SKIP
         'Yes.'
     """
 
@@ -92,7 +95,8 @@ class OpenAICompatGenerator:
                  max_retries: int = 4, backoff: float = 0.5, headers: dict[str, str] | None = None,
                  ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise UsageError(f"generator option base_url must start with http:// or https://, got {base_url!r}")
+            raise UsageError("generator option base_url must start with http:// or https://, "
+                             f"got {base_url!r}")
         if max_retries < 0 or backoff < 0:
             raise UsageError("max_retries and backoff must be >= 0")
         self.model = model
@@ -108,7 +112,8 @@ class OpenAICompatGenerator:
     def _payload(self, messages: list[dict[str, Any]], images: list[Any] | None,
                  params: GenerationParams, stream: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {
-            "model": self.model, "messages": with_images(messages, images if self.sees_images else None),
+            "model": self.model,
+            "messages": with_images(messages, images if self.sees_images else None),
             "max_tokens": params.max_tokens, "temperature": params.temperature,
             "top_p": params.top_p, "seed": params.seed, "stream": stream}
         if params.stop:
@@ -176,7 +181,8 @@ class OpenAICompatGenerator:
                 try:
                     event = json.loads(data)
                 except json.JSONDecodeError:
-                    raise GenerationError(f"{self.base_url}: bad stream event: {data[:200]}") from None
+                    raise GenerationError(f"{self.base_url}: bad stream event: "
+                                          f"{data[:200]}") from None
                 if "error" in event:
                     raise GenerationError(f"{self.base_url}: {_server_message_from(event)}")
                 for choice in event.get("choices") or []:
@@ -219,7 +225,7 @@ def _server_message_from(event: dict[str, Any]) -> str:
 
 
 def _logprobs(block: Any) -> tuple[list[float] | None, float | None]:
-    """Per-token log-probs and P(yes)/(P(yes)+P(no)) at the first token, when the server sent them."""
+    """Per-token log-probs and P(yes)/(P(yes)+P(no)) at the first token, when sent."""
     if not isinstance(block, dict) or not block.get("content"):
         return None, None
     content = block["content"]

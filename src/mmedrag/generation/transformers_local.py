@@ -38,8 +38,10 @@ class TransformersGenerator:
         trust_remote_code: allow the model repository's own code (off by default).
 
     Example:
-        >>> gen = TransformersGenerator("Qwen/Qwen2.5-VL-3B-Instruct", device="cuda")  # doctest: +SKIP
-        >>> gen.generate([{"role": "user", "content": "Is this a CT?"}], images=["ct.png"]).text  # doctest: +SKIP
+        >>> gen = TransformersGenerator("Qwen/Qwen2.5-VL-3B-Instruct",
+        ...                             device="cuda")                    # doctest: +SKIP
+        >>> msgs = [{"role": "user", "content": "Is this a CT?"}]
+        >>> gen.generate(msgs, images=["ct.png"]).text                  # doctest: +SKIP
         'Yes.'
     """
 
@@ -47,7 +49,8 @@ class TransformersGenerator:
                  device: str = "cpu", dtype: str = "auto", vision: bool | None = None,
                  trust_remote_code: bool = False) -> None:
         if dtype not in _DTYPES:
-            raise UsageError(f"generator option dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+            raise UsageError(f"generator option dtype must be one of {', '.join(_DTYPES)}, "
+                             f"got {dtype!r}")
         if model is None and gguf_file is None:
             from mmedrag.generation.llama_cpp import default_gguf
 
@@ -106,7 +109,8 @@ class TransformersGenerator:
                     model = transformers.AutoModelForCausalLM.from_pretrained(
                         self.model_id, dtype=dtype, **kwargs)
             except (OSError, ValueError) as exc:
-                raise MmedragError(f"cannot load model {self.model_id!r}: {_first_line(exc)}") from None
+                raise MmedragError(f"cannot load model {self.model_id!r}: "
+                                   f"{_first_line(exc)}") from None
             model.to(self.device).eval()
             self._loaded = (model, processor)
         return self._loaded
@@ -124,7 +128,8 @@ class TransformersGenerator:
             prompt = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
             inputs = processor(text=[prompt], images=pictures or None, return_tensors="pt")
         else:
-            chat = [{"role": m["role"], "content": _text_of(m.get("content", ""))} for m in messages]
+            chat = [{"role": m["role"], "content": _text_of(m.get("content", ""))}
+                    for m in messages]
             tokenizer = self._tokenizer(processor)
             if not getattr(tokenizer, "chat_template", None):
                 raise UsageError(f"model {self.model_id!r} has no chat template")
@@ -172,7 +177,8 @@ class TransformersGenerator:
 
         special = set(tokenizer.all_special_ids)
         steps = [torch.log_softmax(s[0].float(), dim=-1) for s in out.scores]
-        logprobs = [float(step[int(t)]) for step, t in zip(steps, new) if int(t) not in special]
+        logprobs = [float(step[int(t)]) for step, t in zip(steps, new, strict=False)
+                    if int(t) not in special]
         ids = {word: _single_token_ids(tokenizer, word) for word in ("yes", "no")}
         first = steps[0].exp()
         p_yes = float(first[ids["yes"]].sum()) if ids["yes"] else 0.0
@@ -198,7 +204,8 @@ def _text_of(content: Any) -> str:
 
 def _with_image_parts(messages: list[dict[str, Any]], n_images: int) -> list[dict[str, Any]]:
     """Messages in the processor's structured format, images first in the last user turn."""
-    chat = [{"role": m["role"], "content": [{"type": "text", "text": _text_of(m.get("content", ""))}]}
+    chat = [{"role": m["role"],
+             "content": [{"type": "text", "text": _text_of(m.get("content", ""))}]}
             for m in messages]
     for message in reversed(chat):
         if message["role"] == "user":

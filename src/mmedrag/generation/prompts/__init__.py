@@ -38,7 +38,8 @@ def load_templates(version: str = "v1") -> dict[str, Any]:
     """The template set ``version`` (UsageError naming the known versions when missing)."""
     path = resources.files(_PACKAGE) / f"{version}.yaml"
     if not path.is_file():
-        raise UsageError(f"unknown prompt_version {version!r} (known: {', '.join(available_versions())})")
+        known = ", ".join(available_versions())
+        raise UsageError(f"unknown prompt_version {version!r} (known: {known})")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     missing = [task for task in TASKS if task not in data.get("tasks", {})]
     if missing:
@@ -71,7 +72,8 @@ def format_options(options: dict[str, str] | None) -> str:
     return "Options:\n" + "\n".join(f"{k}. {v}" for k, v in options.items())
 
 
-def build_messages(task: str, question: str, evidence: list[Hit], options: dict[str, str] | None = None,
+def build_messages(task: str, question: str, evidence: list[Hit],
+                   options: dict[str, str] | None = None,
                    image: str = "none", version: str = "v1",
                    evidence_chars: int = MAX_EVIDENCE_CHARS) -> list[dict[str, Any]]:
     """Chat messages (system + user) for ``task``.
@@ -96,7 +98,8 @@ def build_messages(task: str, question: str, evidence: list[Hit], options: dict[
     if image == "not_seen" and not evidence:
         note = "You cannot see the medical image; answer from the question alone."
     body = templates["layout"].format(
-        image_note=note, evidence=format_evidence(evidence, templates["evidence_header"], evidence_chars),
+        image_note=note,
+        evidence=format_evidence(evidence, templates["evidence_header"], evidence_chars),
         question=question.strip(), options=format_options(options), instruction=instruction)
     body = "\n".join(line for line in body.splitlines() if line.strip())
     return [{"role": "system", "content": templates["system"].strip()},
