@@ -192,3 +192,21 @@ def test_real_llama_cpp_answer(hashing_index, sample_dir) -> None:
     assert 0.0 < answer.yes_probability < 1.0
     assert any("not seen by SmolLM2" in line for line in answer.trace)
     assert answer.seconds["generate"] > 0 and answer.seconds["total"] >= answer.seconds["generate"]
+
+
+def test_kg_triples_join_the_evidence(hashing_index, tmp_path) -> None:
+    from mmedrag.retrieval.kg_loaders import load_generic
+    from mmedrag.retrieval.kg_store import KnowledgeGraph
+
+    source = tmp_path / "kg.csv"
+    source.write_text("head,relation,tail\nnephroblastomatosis,is a,kidney disease\n"
+                      "nephroblastomatosis,precursor of,wilms tumor\n", encoding="utf-8")
+    KnowledgeGraph.build(tmp_path / "kg.sqlite", [load_generic(source)])
+    cfg = _config(retrieval={"kg": {"name": "kg", "options": {
+        "kg_path": str(tmp_path / "kg.sqlite"), "encoder": "hashing"}}},
+        selector={"name": "fixed", "options": {"k": 10}})
+    answer = Pipeline(cfg, hashing_index).answer("What is nephroblastomatosis?", task="open_vqa")
+    sources = [set(e.hit.details.get("sources", {})) for e in answer.evidence]
+    assert any("kg" in s for s in sources)
+    texts = " ".join(e.hit.record.text for e in answer.evidence)
+    assert "wilms tumor" in texts.lower()

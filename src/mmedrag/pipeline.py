@@ -27,7 +27,7 @@ from mmedrag.generation.parse import parse_answer, parse_citations
 from mmedrag.generation.prompts import MAX_EVIDENCE_CHARS, build_messages, check_task
 from mmedrag.generation.protocol import GenerationParams, Generator
 from mmedrag.pipeline_retrieval import RetrievalFlow
-from mmedrag.records import Answer, Evidence, Generation, Hit, Query
+from mmedrag.records import Answer, Evidence, Generation, Hit
 from mmedrag.registry import REGISTRY
 from mmedrag.selection.protocol import Selection
 
@@ -286,4 +286,4 @@ def _confidence(generation: Generation, task: str) -> float:
     return 0.0
 
 
-__all__ = ["Pipeline", "Query"]
+__all__ = ["Pipeline"]
