@@ -73,7 +73,13 @@ def is_thread_safe(generator: Any) -> bool:
 
 
 class GenerationCache:
-    """key → Generation, in one SQLite file (or ``":memory:"``)."""
+    """key → Generation, in one SQLite file (or ``":memory:"``).
+
+    Example:
+        >>> cache = GenerationCache(":memory:")
+        >>> cache.put("k", Generation(text="yes")); cache.get("k").text
+        'yes'
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -112,6 +118,11 @@ class CachingGenerator:
 
     ``last_hit`` (per thread) tells the caller whether the latest call was served from cache;
     cached generations keep the seconds they originally took, so timing reports stay honest.
+
+    Example:
+        >>> from mmedrag.generation.echo import EchoGenerator
+        >>> CachingGenerator(EchoGenerator(), GenerationCache(":memory:")).thread_safe
+        False
     """
 
     def __init__(self, inner: Any, cache: GenerationCache,

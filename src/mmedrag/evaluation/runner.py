@@ -79,6 +79,12 @@ class Runner:
         copy_reference: also answer closed questions with a noise image but the real image's
             retrieval (the copy-reference diagnostic; one extra generation per sample).
         progress: show a progress bar on stderr.
+        cache_path: the generation cache (default ``out/generations.sqlite``); share one file
+            between run directories to reuse generations across them.
+
+    Example:
+        >>> Runner(pipeline, resolve_tasks("pubmedqa"), "runs/p", parse_variants("no-rag,rag"),
+        ...        data_root="../shared/data", limit=50, seed=0).run()   # doctest: +SKIP
     """
 
     def __init__(self, pipeline: Any, tasks: list[TaskSpec], out: str | Path,

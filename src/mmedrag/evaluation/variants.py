@@ -21,7 +21,12 @@ _FIXED = re.compile(r"^(?:fixed-|k=?)(\d+)$")
 
 @dataclass(frozen=True)
 class Variant:
-    """One pipeline setting: whether it retrieves, and which selector it uses."""
+    """One pipeline setting: whether it retrieves, and which selector it uses.
+
+    Example:
+        >>> Variant("no-rag", use_rag=False).to_dict()["use_rag"]
+        False
+    """
 
     name: str
     use_rag: bool = True

@@ -39,6 +39,10 @@ class Sample:
         domain: breakdown label (organ, modality, source dataset ...).
         exclude_ids: index record ids this item must never retrieve (its own abstract, ...).
         meta: anything else worth keeping in the per-sample rows.
+
+    Example:
+        >>> Sample(id="1", question="Is there an effusion?", reference="yes").references
+        ['yes']
     """
 
     id: str
@@ -75,6 +79,12 @@ class TaskSpec:
         data: default path relative to the data root.
         groups: group names that select this task.
         description: one line for ``--help`` and reports.
+        path: a user file that replaces ``data`` (``--task name=PATH``).
+
+    Example:
+        >>> spec = get_task("pubmedqa")
+        >>> spec.kind, spec.primary, spec.data
+        ('mcq', 'accuracy', 'pubmedqa')
     """
 
     name: str
