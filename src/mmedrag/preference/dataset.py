@@ -100,11 +100,12 @@ def trl_rows(data: dict[str, list[dict[str, Any]]], subsets: tuple[str, ...], vi
                     skipped.get("image-only difference (text-only model)", 0) + 1
                 continue
             if vision:
+                side = row.get("rejected_images")
                 out = {"prompt": row["prompt"], "chosen": row["chosen"],
                        "rejected": row["rejected"],
-                       "images": _resolve(row.get("images") or [], base)}
-                if row.get("rejected_images") is not None:
-                    out["rejected_images"] = _resolve(row["rejected_images"], base)
+                       "images": _resolve(row.get("images") or [], base),
+                       # the same columns on every row (mixed stages hold cm and oa pairs)
+                       "rejected_images": _resolve(side, base) if side is not None else None}
             else:
                 out = {"prompt": _text_only(row["prompt"]), "chosen": _text_only(row["chosen"]),
                        "rejected": _text_only(row["rejected"])}
