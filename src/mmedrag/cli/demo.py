@@ -74,7 +74,8 @@ def build_demo_index(out: Path, progress: bool) -> tuple[Any, dict[str, Any]]:
         info["router"] = "not trained (mmedrag.training.domain is not installed)"
         return index, info
     router_dir = out / "router"
-    if not (router_dir / "router.json").exists():
+    info["router_trained"] = not (router_dir / "router.json").exists()
+    if info["router_trained"]:
         report = train_domain([sample_dir() / "pairs.jsonl"], router_dir, field="domain",
                               threshold=0.5, seed=0)
     else:
@@ -111,6 +112,7 @@ def demo_command(
     if questions <= 0:
         raise UsageError("--questions must be positive")
     total_start = time.perf_counter()
+    _quiet_progress_bars()
     out = out or default_out()
     index, info = build_demo_index(out, progress=False)
     name = generator or "llama-cpp"
@@ -118,6 +120,8 @@ def demo_command(
     cfg = Config(generator=Component(name=name, options=options),
                  selector=Component(name="gap", options={"gamma": 0.05, "k_min": 1, "k_max": 2}))
     pipeline = Pipeline(cfg, index, evidence_chars=300)
+    info["load_seconds"] = _warm_up(pipeline)
+    info["generator"] = getattr(pipeline.generator, "name", name)
     rows = [json.loads(line) for line in
             (sample_dir() / "questions.jsonl").read_text(encoding="utf-8").splitlines()
             if line.strip()]
@@ -141,6 +145,28 @@ def demo_command(
     _finish(results, info, total_start, as_json)
 
 
+def _quiet_progress_bars() -> None:
+    """No model-loading progress bars in the demo's output."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _warm_up(pipeline: Any) -> float:
+    """Load the encoders and the generator before the timed questions; returns seconds."""
+    from mmedrag.generation.protocol import GenerationParams
+
+    start = time.perf_counter()
+    pipeline.retrieve("warm up", sample_dir() / "images" / "synpic100176.jpg")
+    pipeline.generator.generate([{"role": "user", "content": "Hi"}], None,
+                                GenerationParams(max_tokens=1))
+    return time.perf_counter() - start
+
+
 def _pair_ids(folder: Path) -> dict[str, str]:
     """Image path → id of the sample record that describes that image."""
     out: dict[str, str] = {}
@@ -153,11 +179,14 @@ def _pair_ids(folder: Path) -> dict[str, str]:
 
 def _header(info: dict[str, Any]) -> str:
     router = info.get("router")
-    router_line = (f"domain router trained in {info.get('router_seconds', 0):.1f}s "
+    verb = "trained" if info.get("router_trained") else "reused"
+    router_line = (f"domain router {verb} in {info.get('router_seconds', 0):.1f}s "
                    f"(held-out accuracy {router['held_out_accuracy']:.2f} on "
                    f"{router['validation_images']} images)" if isinstance(router, dict) else router)
     return (f"index {info['index']}: {info['records']} CC0 VQA-RAD image-report records "
             f"({info['added']} added in {info['index_seconds']:.1f}s)\n{router_line}\n"
+            f"encoders and {info.get('generator', 'the generator')} loaded in "
+            f"{info.get('load_seconds', 0.0):.1f}s\n"
             "Each question's own image record is excluded: answers come from other images.")
 
 
