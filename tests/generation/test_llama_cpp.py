@@ -90,3 +90,18 @@ def test_pipeline_drops_evidence_that_does_not_fit_the_context(gen) -> None:
     assert 1 <= len(answer.evidence) < 4
     assert any("to fit the context window" in line for line in answer.trace)
     assert answer.tokens_in + 8 <= 512 and answer.parsed in ("yes", "no")
+
+
+def test_generators_sharing_a_model_are_serialised(gen) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    twin = LlamaCppGenerator(n_ctx=512, n_threads=1)      # same file and settings: same model
+    assert twin.llm is gen.llm
+    prompts = [[{"role": "user", "content": f"Name the organ number {i} of the body."}]
+               for i in range(4)]
+    params = GenerationParams(max_tokens=4)
+    alone = [gen.generate(p, params=params).text for p in prompts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda ip: (gen, twin)[ip[0] % 2].generate(ip[1], params=params)
+                                 .text, enumerate(prompts)))
+    assert together == alone

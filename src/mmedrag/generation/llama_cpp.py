@@ -24,7 +24,9 @@ from mmedrag.errors import MmedragError, UsageError, optional_import
 from mmedrag.generation.protocol import GenerationParams
 from mmedrag.records import Generation
 
-_MODELS: dict[tuple[str, int, int], Any] = {}
+# One loaded model per (file, n_ctx, n_threads), each with the lock that serialises its use:
+# a llama.cpp context is not thread-safe, and generators built from one config share it.
+_MODELS: dict[tuple[str, int, int], tuple[Any, threading.RLock]] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -47,8 +49,9 @@ def _load(path: Path, n_ctx: int, n_threads: int, verbose: bool) -> Any:
         if key not in _MODELS:
             llama_cpp = optional_import("llama_cpp", extra="llama", package="llama-cpp-python")
             try:
-                _MODELS[key] = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx,
-                                               n_threads=n_threads, verbose=verbose)
+                llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx,
+                                      n_threads=n_threads, verbose=verbose)
+                _MODELS[key] = (llm, threading.RLock())
             except ValueError as exc:
                 raise MmedragError(f"{path}: llama.cpp could not load this GGUF ({exc})") from None
         return _MODELS[key]
@@ -88,15 +91,22 @@ class LlamaCppGenerator:
         self.name = path.stem
         self._verbose = verbose
         self._llm: Any = None
-        self._lock = threading.Lock()
+        self._model_lock: Any = None
         self._answer_ids: dict[str, list[int]] = {}
 
     @property
     def llm(self) -> Any:
         """The loaded ``llama_cpp.Llama`` (shared by generators on the same file and settings)."""
         if self._llm is None:
-            self._llm = _load(self.model_path, self.n_ctx, self.n_threads, self._verbose)
+            self._llm, self._model_lock = _load(self.model_path, self.n_ctx, self.n_threads,
+                                                self._verbose)
         return self._llm
+
+    @property
+    def _lock(self) -> Any:
+        """The lock of the shared model (loads the model on first use)."""
+        _ = self.llm
+        return self._model_lock
 
     # -- prompt --------------------------------------------------------------------------------
     def format_prompt(self, messages: list[dict[str, Any]]) -> str:
