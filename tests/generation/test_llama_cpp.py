@@ -76,6 +76,7 @@ def test_bad_options_are_usage_errors(tmp_path) -> None:
                        params=GenerationParams(max_tokens=8))
 
 
+@pytest.mark.slow
 def test_pipeline_drops_evidence_that_does_not_fit_the_context(gen) -> None:
     from mmedrag.config import Config
     from mmedrag.pipeline import Pipeline
@@ -92,6 +93,7 @@ def test_pipeline_drops_evidence_that_does_not_fit_the_context(gen) -> None:
     assert answer.tokens_in + 8 <= 512 and answer.parsed in ("yes", "no")
 
 
+@pytest.mark.slow
 def test_generators_sharing_a_model_are_serialised(gen) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
