@@ -210,3 +210,11 @@ def test_kg_triples_join_the_evidence(hashing_index, tmp_path) -> None:
     assert any("kg" in s for s in sources)
     texts = " ".join(e.hit.record.text for e in answer.evidence)
     assert "wilms tumor" in texts.lower()
+
+
+def test_report_task_without_a_question(pipe, sample_dir) -> None:
+    answer = pipe.answer("", image=sample_dir / SPLEEN_IMAGE, task="report")
+    assert answer.question == "Write the radiology report for this image."
+    assert answer.evidence[0].hit.id == SPLEEN_ID and answer.text.endswith("[1]")
+    with pytest.raises(UsageError, match="the question is empty"):
+        pipe.answer("  ", task="report")

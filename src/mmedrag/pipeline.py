@@ -152,8 +152,10 @@ class Pipeline:
             filters: retrieval store filters; exclude_ids: record ids never used as evidence.
         """
         check_task(task)
-        if not question.strip() and task != "report":
-            raise UsageError("the question is empty")
+        if not question.strip():
+            if task != "report" or image is None:
+                raise UsageError("the question is empty")
+            question = "Write the radiology report for this image."
         total_start = time.perf_counter()
         params = params or GenerationParams(max_tokens=_MAX_TOKENS[task])
         image = _load(image, "image")
@@ -174,7 +176,9 @@ class Pipeline:
             trace.append(f"retrieve-on-demand: confidence {confidence:.2f} < threshold "
                          f"{threshold:.2f}, so evidence was retrieved")
             seconds["generate_without_retrieval"] = seconds.pop("generate")
-        hits, selection, info = self._evidence(question, retrieval_image, use_rag, evidence,
+        # A report request is an instruction, not a query: reports are retrieved by the image.
+        query = "" if task == "report" and retrieval_image is not None else question
+        hits, selection, info = self._evidence(query, retrieval_image, use_rag, evidence,
                                                filters, exclude_ids)
         trace.extend(info.get("trace", []))
         seconds.update(info.get("seconds", {}))
