@@ -4,7 +4,8 @@ Trains the project's image tower (aligned to frozen all-MiniLM-L6-v2) on the Med
 only (validation and early stopping on a by-case split inside train; dev is never seen), then
 retrieves among the 197 dev captions for each dev image. A hit is a caption of the query's own
 pair or one identical to its caption. "tower + router" is the domain-aware system: a router
-(trained on MedPix train) predicts the modality and that modality's captions are searched first. Baselines, same queries: (a) the untrained tower (same
+(trained on MedPix train) predicts the modality and that modality's captions are searched first.
+Baselines, same queries: (a) the untrained tower (same
 architecture, random weights), (b) modality-only: the dev captions of the query's true modality
 first, in random order within (expected over 200 random orders). Prints R@1/5/10, MRR, nDCG@10
 with bootstrap 95 % intervals, and the paired bootstrap interval of trained minus each baseline.
@@ -40,8 +41,9 @@ def modality_only(dev: list, relevant: list[set[str]], draws: int = 200, seed: i
     for _ in range(draws):
         rankings = []
         for row in dev:
-            same = [i for i, r in zip(ids, dev, strict=False) if r.fields["modality"] == row.fields["modality"]]
-            other = [i for i, r in zip(ids, dev, strict=False) if r.fields["modality"] != row.fields["modality"]]
+            mine = row.fields["modality"]
+            same = [i for i, r in zip(ids, dev, strict=True) if r.fields["modality"] == mine]
+            other = [i for i, r in zip(ids, dev, strict=True) if r.fields["modality"] != mine]
             rankings.append(list(rng.permutation(same)) + list(rng.permutation(other)))
         for name, values in per_query_metrics(rankings, relevant).items():
             total[name] = total.get(name, 0) + values / draws

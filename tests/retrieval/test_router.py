@@ -20,14 +20,15 @@ def sample_router(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out, report
 
 
-def test_router_routes_the_packaged_sample(sample_router: tuple[Path, dict], sample_dir: Path) -> None:
+def test_router_routes_the_packaged_sample(sample_router: tuple[Path, dict],
+                                           sample_dir: Path) -> None:
     path, report = sample_router
     assert report["labels"] == ["ABD", "CHEST", "HEAD"]
     assert report["train"] + report["validation"] == 36
     router = DomainRouter.load(path, threshold=0.0)
     rows = read_rows(sample_dir / "pairs.jsonl", label_field="domain")
     decisions = router.route_many([r.image for r in rows])
-    accuracy = sum(d.domain == r.label for d, r in zip(decisions, rows, strict=False)) / len(rows)
+    accuracy = sum(d.domain == r.label for d, r in zip(decisions, rows, strict=True)) / len(rows)
     assert accuracy >= 0.8  # 27 of the 36 were training images; chance is about 0.33
     first = decisions[0]
     assert isinstance(first, RouteDecision) and not first.searched_all
@@ -80,7 +81,8 @@ def test_cli_trains_reports_and_registers(sample_dir: Path, tmp_path: Path,
                  "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert len(report["confusion"]) == 3 and sum(map(sum, report["confusion"])) == report["validation"]
+    assert len(report["confusion"]) == 3
+    assert sum(map(sum, report["confusion"])) == report["validation"]
     assert Index.open(tmp_path / "idx").extra("router")["threshold"] == 0.4
     code = main(["train", "domain", str(sample_dir / "pairs.jsonl"), "--out", str(tmp_path / "r2"),
                  "--field", "nope"])

@@ -15,7 +15,7 @@ def format_confusion(columns: list[str], labels: list[str], matrix: list[list[in
     first = max(len(corner), *(len(label) for label in labels)) + 2
     width = max(7, *(len(c) + 2 for c in columns))
     lines = [corner.ljust(first) + "".join(c.rjust(width) for c in columns)]
-    for label, row in zip(labels, matrix, strict=False):
+    for label, row in zip(labels, matrix, strict=True):
         lines.append(label.ljust(first) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
 

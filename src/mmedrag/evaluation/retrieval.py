@@ -1,4 +1,4 @@
-"""Retrieval and domain-identification metrics: Recall@k, MRR, nDCG@k, accuracy, bootstrap intervals.
+"""Retrieval and domain-identification metrics: Recall@k, MRR, nDCG@k, accuracy, bootstraps.
 
 A ranking is a list of document ids, best first; ``relevant`` is the set of ids that count as a hit
 for that query. Recall@k here is *success@k*: 1 when any relevant id is in the top k (the usual
@@ -28,7 +28,8 @@ def _check(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> N
         raise ValueError(f"{len(rankings)} rankings but {len(relevant)} relevance sets")
 
 
-def hits_at_k(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]], k: int) -> np.ndarray:
+def hits_at_k(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]],
+              k: int) -> np.ndarray:
     """Per-query 0/1: a relevant id within the first k."""
     _check(rankings, relevant)
     return np.array([float(any(d in rel for d in ranked[:k]))
@@ -45,7 +46,8 @@ def reciprocal_ranks(rankings: Sequence[Sequence[str]], relevant: Sequence[set[s
     return np.array(out)
 
 
-def ndcg_values(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]], k: int) -> np.ndarray:
+def ndcg_values(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]],
+                k: int) -> np.ndarray:
     """Per-query nDCG@k with binary gains (0 for a query with no relevant ids)."""
     _check(rankings, relevant)
     out = []
@@ -66,7 +68,8 @@ def mrr(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]]) -> floa
     return float(reciprocal_ranks(rankings, relevant).mean()) if rankings else 0.0
 
 
-def ndcg_at_k(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]], k: int = 10) -> float:
+def ndcg_at_k(rankings: Sequence[Sequence[str]], relevant: Sequence[set[str]],
+              k: int = 10) -> float:
     """Mean binary nDCG@k."""
     return float(ndcg_values(rankings, relevant, k).mean()) if rankings else 0.0
 
@@ -121,7 +124,8 @@ def rank_by_similarity(queries: np.ndarray, docs: np.ndarray, doc_ids: Sequence[
 
 
 def domain_accuracy(truth: Sequence[str], predicted: Sequence[str | None],
-                    labels: Sequence[str] | None = None) -> tuple[float, list[str], list[list[int]]]:
+                    labels: Sequence[str] | None = None,
+                    ) -> tuple[float, list[str], list[list[int]]]:
     """Accuracy and confusion matrix (rows: truth, columns: prediction) of domain identification.
 
     A ``None`` prediction (the router fell back to all domains) counts as wrong and is tallied in
@@ -195,13 +199,14 @@ def evaluate_index(index: object, rows: Sequence[object], mode: str = "image", k
 
 
 def retrieval_command(
-    queries: Path = typer.Argument(..., help="Query manifest (JSONL/CSV: id, image, text|caption)."),
+    queries: Path = typer.Argument(..., help="Query manifest (JSONL/CSV: id, image, text)."),
     index: Path = typer.Option(..., "--index", "-i", help="Index to search."),
     mode: str = typer.Option("image", help="image (image→report) | text (text→document)."),
     k: int = typer.Option(10, help="Ranking depth."),
-    exclude_self: bool = typer.Option(False, "--exclude-self", help="Drop each query's own record from its ranking."),
-    text_field: Optional[str] = typer.Option(None, help="Reference/query text field (default text/caption)."),
-    split_field: Optional[str] = typer.Option(None, help="Use only rows whose split field equals --split."),
+    exclude_self: bool = typer.Option(False, "--exclude-self",
+                                      help="Drop each query's own record from its ranking."),
+    text_field: Optional[str] = typer.Option(None, help="Reference/query text field."),
+    split_field: Optional[str] = typer.Option(None, help="Keep rows whose field equals --split."),
     split: str = typer.Option("dev", help="Value of --split-field to evaluate."),
     limit: Optional[int] = typer.Option(None, help="Evaluate the first N queries only."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),

@@ -7,7 +7,7 @@ or from the hub; ``pretrained=None`` with a plain architecture name builds rando
 
 Example:
     >>> finetune_open_clip("pairs.jsonl", "out/clip",
-    ...                    "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")  # doctest: +SKIP
+    ...     "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def load_open_clip(model: str, pretrained: str | None) -> tuple[Any, Any, Any]:
         raise MmedragError(f"cannot load open_clip model {model!r}: {exc}") from exc
 
 
-def _embed(net: Any, preprocess: Any, tokenizer: Any, rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
+def _embed(net: Any, preprocess: Any, tokenizer: Any,
+           rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from mmedrag.ingest.images import load_image
@@ -138,7 +139,8 @@ def finetune_open_clip(manifest: str | Path, out_dir: str | Path, model: str,
         state["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses)), **metrics})
         state["epoch"] = epoch + 1
         if metrics[cfg.monitor] > state["best"]:
-            state.update(best=metrics[cfg.monitor], best_epoch=epoch + 1, bad=0, best_metrics=metrics)
+            state.update(best=metrics[cfg.monitor], best_epoch=epoch + 1, bad=0,
+                         best_metrics=metrics)
             torch.save(net.state_dict(), out / "best.pt")
         else:
             state["bad"] += 1

@@ -7,7 +7,7 @@ aligns images with case-level text (findings, diagnosis). Validation recall driv
 selection and early stopping; ``last.pt`` holds everything needed to resume.
 
 Example:
-    >>> result = train_tower(train_set, val_set, "out/tower", TowerTrainConfig(epochs=5))  # doctest: +SKIP
+    >>> result = train_tower(train_set, val_set, "out", TowerTrainConfig())  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def _batch_loss(model: ImageTower, scale: LogitScale, data: PairSet, idx: np.nda
     loss = info_nce(emb, texts, scale(), positives)
     if data.case_vectors is not None and cfg.case_weight:
         cases = torch.from_numpy(data.case_vectors[idx])
-        loss = loss + cfg.case_weight * info_nce(emb, cases, scale(), torch.from_numpy(same_group).float())
+        same_case = torch.from_numpy(same_group).float()
+        loss = loss + cfg.case_weight * info_nce(emb, cases, scale(), same_case)
     for name, head in aux.items():
         target = torch.tensor([data.labels[name][i] for i in idx])
         keep = target >= 0
@@ -151,7 +152,8 @@ def _save(path: Path, model: ImageTower, scale: LogitScale, opt: Any, sched: Any
     tmp.replace(path)
 
 
-def _restore(path: Path, model: ImageTower, scale: LogitScale, opt: Any, sched: Any) -> tuple[int, dict]:
+def _restore(path: Path, model: ImageTower, scale: LogitScale, opt: Any,
+             sched: Any) -> tuple[int, dict]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way

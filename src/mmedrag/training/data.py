@@ -133,7 +133,7 @@ def letterbox(image: Any, size: int) -> np.ndarray:
 
 
 def preload_images(sources: list[Any], size: int = 128, workers: int = 2) -> np.ndarray:
-    """Letterboxed grey pixels for every source (row, path or PIL image): ``(n, size, size)`` uint8."""
+    """Letterboxed grey pixels of each source (row, path or PIL image): (n, size, size) uint8."""
     items = [s.image if isinstance(s, Row) else s for s in sources]
     if not items:
         return np.zeros((0, size, size), dtype=np.uint8)

@@ -131,7 +131,8 @@ def train_domain(manifests: list[str | Path], out_dir: str | Path, field: str = 
               "train": len(train_rows), "validation": len(val_rows),
               "train_groups": len({r.group for r in train_rows}),
               "validation_groups": len({r.group for r in val_rows}),
-              "accuracy_top1": float(np.mean([t == r.label for t, r in zip(top1, val_rows, strict=False)])),
+              "accuracy_top1": float(np.mean([t == r.label
+                                              for t, r in zip(top1, val_rows, strict=True)])),
               "accuracy": accuracy, "threshold": threshold, "columns": columns,
               "confusion": matrix, "fallback": sum(p is None for p in predicted)}
     router.save(out_dir, report)
@@ -205,7 +206,7 @@ class DomainRouter:
 
     def decide(self, probs: np.ndarray) -> RouteDecision:
         """The decision for one probability row."""
-        table = {label: round(float(p), 4) for label, p in zip(self.labels, probs, strict=False)}
+        table = {label: round(float(p), 4) for label, p in zip(self.labels, probs, strict=True)}
         best = int(np.argmax(probs))
         top = float(probs[best])
         if top < self.threshold:

@@ -44,7 +44,8 @@ def read_case_texts(path: str | Path, fields: tuple[str, ...] = ("findings", "di
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON: {exc.msg}", path=str(path), line=number) from None
+                raise InputError(f"malformed JSON: {exc.msg}", path=str(path),
+                                 line=number) from None
             if key not in row:
                 raise InputError("missing case id", path=str(path), line=number, field=key)
             text = " ".join(str(row.get(f) or "") for f in fields).strip()
@@ -144,7 +145,8 @@ def train_retriever(manifest: str | Path, out_dir: str | Path, domain: str | Non
             "seconds": round(result.seconds, 1), "history": result.history}
 
 
-def export_tower(checkpoint: str | Path, out_dir: str | Path, memory: PairSet | None = None) -> None:
+def export_tower(checkpoint: str | Path, out_dir: str | Path,
+                 memory: PairSet | None = None) -> None:
     """Write the loadable ``tower.pt`` + ``config.json`` from a training checkpoint.
 
     With ``memory`` (the training pairs), also ``memory.npz``: the trained tower's embeddings of
@@ -259,15 +261,17 @@ class ImageToTextRetriever:
     """Image query → report texts of the index's text store, via the trained tower.
 
     Example:
-        >>> retriever = ImageToTextRetriever.from_index(index, index.extra("image_text"))  # doctest: +SKIP
-        >>> retriever.retrieve(Query(image="scan.png"), k=5)                               # doctest: +SKIP
+        >>> spec = index.extra("image_text")                                 # doctest: +SKIP
+        >>> retriever = ImageToTextRetriever.from_index(index, spec)         # doctest: +SKIP
+        >>> retriever.retrieve(Query(image="scan.png"), k=5)                 # doctest: +SKIP
     """
 
     name = "image-text"
 
     def __init__(self, index: Any, encoder: TrainedTowerEncoder) -> None:
         text_name = getattr(index.text_encoder, "name", "")
-        if encoder.text_name and text_name != encoder.text_name or index.text_encoder.dim != encoder.dim:
+        other_text = bool(encoder.text_name) and text_name != encoder.text_name
+        if other_text or index.text_encoder.dim != encoder.dim:
             raise IndexMismatchError(
                 f"tower {encoder.path} was aligned to text encoder {encoder.text_name!r} "
                 f"({encoder.dim}-d) but index {index.dir} uses {text_name!r} "

@@ -64,7 +64,8 @@ class ImageTower(nn.Module):
         feat = 6 * w * 2 + HIST_BINS + extra_dim
         self.trunk = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat, 512), nn.ReLU(inplace=True))
         self.project = nn.Linear(512, out_dim)
-        self.aux = nn.ModuleDict({name: nn.Linear(512, n) for name, n in (aux_classes or {}).items()})
+        heads = {name: nn.Linear(512, n) for name, n in (aux_classes or {}).items()}
+        self.aux = nn.ModuleDict(heads)
 
     def embed(self, pixels: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """The 512-d trunk features (before projection); ``extra``: fixed per-image features."""
