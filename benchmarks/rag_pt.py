@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = load_samples("bioasq-yesno", args.data_root, split="train",
                                limit=args.train_limit)
         base_pipe = pipeline_for(index, base, "smollm2", args.k_max, args.retrieval)
-        builder = PreferenceBuilder(base_pipe, seed=0)
+        builder = PreferenceBuilder(base_pipe, seed=0, resume=True)
         builder.build(samples, prefs, progress=lambda i, n: print(f"build {i}/{n}", flush=True)
                       if i % 20 == 0 else None)
         timings["build"] = time.perf_counter() - t

@@ -98,3 +98,20 @@ def test_noise_is_seeded() -> None:
     assert a.size == (16, 8)
     assert np.array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(a), np.asarray(noise_image((16, 8), 2)))
+
+
+class _Refuses(EchoGenerator):
+    def generate(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        raise AssertionError("a resumed build must not generate again")
+
+
+def test_resume_reuses_the_audit(hashing_index, sample_dir, tmp_path) -> None:  # noqa: ANN001
+    samples = read_jsonl_samples(sample_dir / "questions.jsonl", domain_field="organ")[:8]
+    first = PreferenceBuilder(_pipeline(hashing_index, True), replace=("noise",)).build(
+        samples, tmp_path)
+    config = Config(generator=Component(name="echo"))
+    again = PreferenceBuilder(Pipeline(config, hashing_index, generator=_Refuses(sees_images=True)),
+                              replace=("noise",), resume=True).build(samples, tmp_path)
+    assert again.manifest["answers_reused"] == 8
+    assert again.counts == first.counts
+    assert [p.key() for p in again.pairs] == [p.key() for p in first.pairs]

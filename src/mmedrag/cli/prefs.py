@@ -24,6 +24,7 @@ def build_command(
     seed: int = typer.Option(0, help="Seeds noise images, unrelated-image choice and the split."),
     max_tokens: int | None = typer.Option(None, help="Generation budget per answer."),
     f1_threshold: float = typer.Option(0.5, help="Open answers: right when token F1 >= this."),
+    resume: bool = typer.Option(False, help="Reuse answers an interrupted build left in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Run the pipeline without RAG, with RAG and with replaced images; write cm/oa1/oa2 pairs.
@@ -44,7 +45,8 @@ def build_command(
     samples = load_samples(task, data_root, split=split, limit=limit, seed=seed)
     pipeline = Pipeline.from_config(config, index=index)
     builder = PreferenceBuilder(pipeline, judge=Judge(f1_threshold=f1_threshold),
-                                replace=kinds[replace], seed=seed, max_tokens=max_tokens)
+                                replace=kinds[replace], seed=seed, max_tokens=max_tokens,
+                                resume=resume)
 
     def progress(done: int, total: int) -> None:
         if not as_json and (done % 10 == 0 or done == total):

@@ -87,6 +87,8 @@ class PreferenceBuilder:
         seed: seeds noise images and the choice of unrelated images.
         max_tokens: generation budget per answer (None: the pipeline's per-task default).
         image_pool: (image path, domain) candidates for unrelated images (default: the samples').
+        resume: reuse the answers a previous (interrupted) build of the same samples left in
+            ``outputs.jsonl`` instead of generating them again.
 
     Example:
         >>> PreferenceBuilder(pipe, replace=("noise",)).build(samples, "out/")  # doctest: +SKIP
@@ -95,7 +97,7 @@ class PreferenceBuilder:
     def __init__(self, pipeline: Any, judge: Judge | None = None,
                  replace: tuple[str, ...] = REPLACEMENTS, seed: int = 0,
                  max_tokens: int | None = None,
-                 image_pool: list[tuple[str, str]] | None = None) -> None:
+                 image_pool: list[tuple[str, str]] | None = None, resume: bool = False) -> None:
         unknown = [kind for kind in replace if kind not in REPLACEMENTS]
         if unknown:
             raise UsageError(f"unknown image replacement {unknown[0]!r}: "
@@ -106,6 +108,7 @@ class PreferenceBuilder:
         self.seed = seed
         self.max_tokens = max_tokens
         self.image_pool = image_pool
+        self.resume = resume
         self.notes: list[str] = []
 
     @property
@@ -170,10 +173,15 @@ class PreferenceBuilder:
                               "images, so a replaced image cannot change its answer")
         start = time.perf_counter()
         pairs: list[PreferencePair] = []
-        stats = {"no_rag_right": 0, "rag_right": 0}
+        stats = {"no_rag_right": 0, "rag_right": 0, "reused": 0}
+        done = read_audit(out / "outputs.jsonl")
         with (out / "outputs.jsonl").open("w", encoding="utf-8") as audit:
             for number, sample in enumerate(samples, 1):
-                outputs = self.outputs_for(sample, images_dir)
+                outputs = done.get(sample.id) if self.resume else None
+                if outputs is None:
+                    outputs = self.outputs_for(sample, images_dir)
+                else:
+                    stats["reused"] += 1
                 found = pairs_for_sample(sample, outputs, self.judge)
                 pairs.extend(found)
                 self._tally(stats, sample, outputs)
@@ -210,12 +218,35 @@ class PreferenceBuilder:
             "replace": list(self.replace), "seed": self.seed, "max_tokens": self.max_tokens,
             "judge": self.judge.describe(),
             "samples": len(samples), "counts": counts, "duplicates_dropped": dropped,
+            "answers_reused": stats["reused"],
             "accuracy": {"no_rag": stats["no_rag_right"] / max(1, len(samples)),
                          "rag": stats["rag_right"] / max(1, len(samples))},
             "notes": self.notes, "seconds": round(seconds, 1),
             "format": "TRL conversational DPO rows (prompt, chosen, rejected, images); cm rows "
                       "add rejected_images (the replaced image the rejected side saw)",
         }
+
+
+def _output_of(data: dict[str, Any]) -> ModelOutput:
+    return ModelOutput(text=data["text"], parsed=data.get("parsed"),
+                       messages=data.get("messages") or [], image=data.get("image"),
+                       evidence_ids=list(data.get("evidence_ids") or []))
+
+
+def read_audit(path: Path) -> dict[str, SampleOutputs]:
+    """Model outputs per sample id from a previous build's ``outputs.jsonl`` (torn lines skipped)."""
+    found: dict[str, SampleOutputs] = {}
+    if not path.exists():
+        return found
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            found[str(row["sample_id"])] = SampleOutputs(
+                no_rag=_output_of(row["no_rag"]), rag=_output_of(row["rag"]),
+                replaced={k: _output_of(v) for k, v in (row.get("replaced") or {}).items()})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return found
 
 
 def _audit_row(sample: Sample, outputs: SampleOutputs, pairs: list[PreferencePair]) -> dict:

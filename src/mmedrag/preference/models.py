@@ -114,6 +114,11 @@ def load_model(model: str, gguf_file: str | None = None, device: DeviceChoice | 
     except OSError as exc:
         raise UsageError(f"cannot load model {model!r}"
                          f"{f' (gguf {gguf_file})' if gguf_file else ''}: {exc}") from exc
+    quantizer = getattr(loaded, "hf_quantizer", None)
+    if gguf_file and quantizer is not None:
+        # GGUF weights arrive de-quantised; the leftover GGUF "quantizer" marker would make
+        # the Trainer refuse to train an ordinary fp32 model
+        quantizer.remove_quantization_config(loaded)
     tokenizer = getattr(processor, "tokenizer", processor)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
