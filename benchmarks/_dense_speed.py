@@ -115,7 +115,7 @@ def _fill(store: Any, matrix: np.ndarray, texts: list[str] | None,
 def bench_store(label: str, store: Any, matrix: np.ndarray, queries: np.ndarray,
                 tenth: np.ndarray, latency_queries: int, texts: list[str] | None = None,
                 domains: list[str] | None = None, batch: int = 10000,
-                exact_row: bool = True) -> list[DenseResult]:
+                exact_row: bool = True, ef_sweep: tuple[int, ...] = ()) -> list[DenseResult]:
     """Fill ``store``, build its ANN index, and measure it (plus its exact mode)."""
     insert_s = _fill(store, matrix, texts, domains, batch)
     started = time.perf_counter()
@@ -129,6 +129,13 @@ def bench_store(label: str, store: Any, matrix: np.ndarray, queries: np.ndarray,
     results = [DenseResult(label, insert_s + ann_s, p50, p99, qps, recall,
                            f"insert {insert_s:.1f}s + index {ann_s:.1f}s",
                            {"insert_s": insert_s, "index_s": ann_s})]
+    for ef in ef_sweep:
+        store.ef_search = ef
+        s50, s99 = latency(lambda q: store.search(q, K), queries[:latency_queries])
+        sweep_hits = store.search(queries, K)
+        results.append(DenseResult(f"{label.split(' (')[0]} ef={ef}", None, s50, s99, None,
+                                   recall_at_10(matrix, queries, _rows(sweep_hits), tenth),
+                                   "same graph, other ef_search"))
     if exact_row:
         subset = queries[:max(20, latency_queries // 5)]
         e50, e99 = latency(lambda q: store.search(q, K, exact=True), subset)
@@ -141,7 +148,8 @@ def bench_store(label: str, store: Any, matrix: np.ndarray, queries: np.ndarray,
 
 def run_embedded(matrix: np.ndarray, queries: np.ndarray, tenth: np.ndarray,
                  latency_queries: int, texts: list[str] | None, domains: list[str] | None,
-                 m: int, ef_construction: int, ef_search: int, workdir: Path) -> list[DenseResult]:
+                 m: int, ef_construction: int, ef_search: int, workdir: Path,
+                 ef_sweep: tuple[int, ...] = ()) -> list[DenseResult]:
     from mmedrag.stores.embedded import EmbeddedStore
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -150,14 +158,15 @@ def run_embedded(matrix: np.ndarray, queries: np.ndarray, tenth: np.ndarray,
         try:
             label = f"embedded HNSW (M={m}, efC={ef_construction}, ef={ef_search})"
             return bench_store(label, store, matrix, queries, tenth, latency_queries, texts,
-                               domains)
+                               domains, ef_sweep=ef_sweep)
         finally:
             store.close()
 
 
 def run_milvus(matrix: np.ndarray, queries: np.ndarray, tenth: np.ndarray,
                latency_queries: int, texts: list[str] | None, domains: list[str] | None,
-               m: int, ef_construction: int, ef_search: int, workdir: Path) -> list[DenseResult]:
+               m: int, ef_construction: int, ef_search: int, workdir: Path,
+               ef_sweep: tuple[int, ...] = ()) -> list[DenseResult]:
     from mmedrag.stores.milvus import MilvusStore
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -166,20 +175,22 @@ def run_milvus(matrix: np.ndarray, queries: np.ndarray, tenth: np.ndarray,
         try:
             label = f"Milvus Lite HNSW (M={m}, efC={ef_construction}, ef={ef_search})"
             return bench_store(label, store, matrix, queries, tenth, latency_queries, texts,
-                               domains, batch=2000, exact_row=False)
+                               domains, batch=2000, exact_row=False, ef_sweep=ef_sweep)
         finally:
             store.close()
 
 
-def synthetic(bases: np.ndarray, n: int, seed: int = 0, noise: float = 0.02) -> np.ndarray:
-    """``n`` unit vectors near the manifold of ``bases``: normalise(a·e_i + (1-a)·e_j + noise)."""
+def synthetic(bases: np.ndarray, n: int, seed: int = 0, noise: float = 0.01) -> np.ndarray:
+    """``n`` unit vectors spread over the span of ``bases``: each is a random convex mix
+    (Dirichlet(1, 1, 1) weights) of three real embeddings plus Gaussian noise, so the set has
+    the real data's directions without clusters of near-copies of one base vector."""
     rng = np.random.default_rng(seed)
     out = np.empty((n, bases.shape[1]), dtype=np.float32)
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
-        a = rng.uniform(0.5, 1.0, size=(m, 1)).astype(np.float32)
-        block = a * bases[rng.integers(0, len(bases), m)] + \
-            (1 - a) * bases[rng.integers(0, len(bases), m)]
+        weights = rng.dirichlet((1.0, 1.0, 1.0), size=m).astype(np.float32)
+        block = sum(weights[:, j:j + 1] * bases[rng.integers(0, len(bases), m)]
+                    for j in range(3))
         block += noise * rng.standard_normal(block.shape, dtype=np.float32)
         out[start:start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out

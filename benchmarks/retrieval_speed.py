@@ -59,7 +59,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--ef-search", type=int, default=128)
+    parser.add_argument("--ef-sweep", type=int, nargs="*", default=[32, 64, 256],
+                        help="extra ef_search values measured on the same graphs")
     parser.add_argument("--synthetic", type=int, default=1_000_000, help="vectors in the scale-up")
+    parser.add_argument("--synthetic-queries", type=int, default=200,
+                        help="queries at scale (each costs a 1M-row brute-force pass)")
     parser.add_argument("--synthetic-ef-construction", type=int, default=40,
                         help="HNSW efConstruction at scale (bounds the build time)")
     parser.add_argument("--synthetic-bases", type=int, default=4096,
@@ -97,9 +101,10 @@ def real_section(args: argparse.Namespace, matrix: np.ndarray, queries: np.ndarr
     tenth = tenth_scores(matrix, queries)
     rows = [bench_numpy(matrix, queries, args.latency_queries)]
     common = dict(m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search,
-                  workdir=args.cache)
+                  workdir=args.cache, ef_sweep=tuple(args.ef_sweep))
     rows += run_embedded(matrix, queries, tenth, args.latency_queries, texts, domains, **common)
     if not args.no_milvus:
+        common["ef_sweep"] = ()
         rows += run_milvus(matrix, queries, tenth, args.milvus_latency_queries, texts, domains,
                            **common)
     print_dense(f"Dense top-10, MedQuAD {len(matrix):,} chunks x {matrix.shape[1]} "
@@ -109,6 +114,7 @@ def real_section(args: argparse.Namespace, matrix: np.ndarray, queries: np.ndarr
 
 def synthetic_section(args: argparse.Namespace, bases: np.ndarray,
                       queries: np.ndarray) -> list[DenseResult]:
+    queries = queries[:args.synthetic_queries]
     started = time.perf_counter()
     matrix = synthetic(bases, args.synthetic)
     seconds = time.perf_counter() - started
@@ -117,9 +123,11 @@ def synthetic_section(args: argparse.Namespace, bases: np.ndarray,
     rows = [bench_numpy(matrix, queries, min(50, args.latency_queries))]
     rows += run_embedded(matrix, queries, tenth, args.latency_queries, None, None, m=args.m,
                          ef_construction=args.synthetic_ef_construction,
-                         ef_search=args.ef_search, workdir=args.cache)
+                         ef_search=args.ef_search, workdir=args.cache,
+                         ef_sweep=tuple(args.ef_sweep))
     print_dense(f"Dense top-10, synthetic scale-up {len(matrix):,} x {matrix.shape[1]} "
-                f"(mixes of {len(bases):,} real chunk embeddings + noise), {len(queries)} "
+                f"(Dirichlet mixes of 3 of {len(bases):,} real chunk embeddings + noise), "
+                f"{len(queries)} "
                 "MedQuAD question queries", rows)
     return rows
 
