@@ -234,7 +234,7 @@ def _output_of(data: dict[str, Any]) -> ModelOutput:
 
 
 def read_audit(path: Path) -> dict[str, SampleOutputs]:
-    """Model outputs per sample id from a previous build's ``outputs.jsonl`` (torn lines skipped)."""
+    """Answers per sample id from an earlier build's ``outputs.jsonl`` (torn lines skipped)."""
     found: dict[str, SampleOutputs] = {}
     if not path.exists():
         return found
