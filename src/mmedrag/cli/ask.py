@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,17 @@ def parse_options(items: list[str]) -> dict[str, str] | None:
             raise UsageError(f"--option expects LETTER=TEXT (e.g. A=Pneumonia), got {item!r}")
         options[letter] = text.strip()
     return options
+
+
+def quiet_progress_bars() -> None:
+    """No model-loading progress bars on the terminal."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def build_pipeline(index: Path | None, config: Path | None, generator: str | None,
@@ -103,6 +115,7 @@ def ask_command(
     from mmedrag.generation.protocol import GenerationParams
 
     check_task(task)
+    quiet_progress_bars()
     if index is None and not no_rag:
         raise UsageError("give --index DIR, or --no-rag to answer without retrieval")
     if image is not None and not image.exists():
@@ -124,4 +137,4 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
 
 
-__all__ = ["ask_command", "register", "render_answer", "parse_options"]
+__all__ = ["ask_command", "register", "render_answer", "parse_options", "quiet_progress_bars"]

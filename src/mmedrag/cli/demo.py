@@ -105,14 +105,14 @@ def demo_command(
 
     Example: mmedrag demo
     """
-    from mmedrag.cli.ask import render_answer
+    from mmedrag.cli.ask import quiet_progress_bars, render_answer
     from mmedrag.config import Component, Config
     from mmedrag.pipeline import Pipeline
 
     if questions <= 0:
         raise UsageError("--questions must be positive")
     total_start = time.perf_counter()
-    _quiet_progress_bars()
+    quiet_progress_bars()
     out = out or default_out()
     index, info = build_demo_index(out, progress=False)
     name = generator or "llama-cpp"
@@ -143,17 +143,6 @@ def demo_command(
             verdict = "matches" if correct else "does not match"
             typer.echo(render_answer(answer, gold=f"{row['answer']} ({verdict})"))
     _finish(results, info, total_start, as_json)
-
-
-def _quiet_progress_bars() -> None:
-    """No model-loading progress bars in the demo's output."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _warm_up(pipeline: Any) -> float:
