@@ -341,8 +341,17 @@ class MilvusStore:
                     retriever=self.name, rank=n + 1) for n, (data, score) in enumerate(found)]
 
     def build_ann(self) -> None:
-        """Flush inserted rows into sealed, indexed segments (Milvus builds the index itself)."""
+        """Seal inserted rows into segments and, on Milvus Lite, index them now.
+
+        A server builds segment indexes in the background. Milvus Lite 3.x attaches an HNSW
+        index to a segment only when the collection is loaded; segments sealed later are
+        searched by brute force (about 50x slower at 20k rows) until the next load, so the
+        collection is reloaded here, building the missing indexes synchronously.
+        """
         self._client.flush(self.collection)
+        if self._lite_path is not None:
+            self._client.release_collection(self.collection)
+            self._client.load_collection(self.collection)
 
     # -- closing ---------------------------------------------------------------------------
     def _release_lite(self) -> None:
