@@ -41,8 +41,12 @@ def test_image_notes_and_evidence_cut() -> None:
     assert "image is attached" in seen
     evidence_line = next(line for line in seen.splitlines() if line.startswith("[1]"))
     assert len(evidence_line) <= 110 and evidence_line.endswith("...")
-    unseen = build_messages("open_vqa", "Q?", _hits("x"), image="not_seen")[1]["content"]
-    assert "cannot see the medical image" in unseen
+    system, unseen = (m["content"] for m in build_messages("open_vqa", "Q?", _hits("x"),
+                                                           image="not_seen"))
+    assert unseen.startswith("Reports of similar images:\n[1] x")
+    assert "cannot see the image" in system
+    bare = build_messages("open_vqa", "Q?", [], image="not_seen")[1]["content"]
+    assert bare.startswith("You cannot see the medical image")
 
 
 def test_errors_name_the_problem() -> None:

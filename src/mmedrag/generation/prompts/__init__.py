@@ -95,13 +95,19 @@ def build_messages(task: str, question: str, evidence: list[Hit],
     spec = templates["tasks"][task]
     instruction = spec["instruction"] if evidence else spec["instruction_no_evidence"]
     note = templates["image_notes"][image]
-    if image == "not_seen" and not evidence:
-        note = "You cannot see the medical image; answer from the question alone."
+    header = templates["evidence_header"]
+    system = templates["system"].strip()
+    if image == "not_seen":
+        header = templates.get("evidence_header_not_seen", header)
+        if evidence and templates.get("system_not_seen"):
+            system += " " + templates["system_not_seen"].strip()
+        if not evidence:
+            note = "You cannot see the medical image; answer from the question alone."
     body = templates["layout"].format(
         image_note=note,
-        evidence=format_evidence(evidence, templates["evidence_header"], evidence_chars),
+        evidence=format_evidence(evidence, header, evidence_chars),
         question=question.strip(), options=format_options(options), instruction=instruction)
     body = "\n".join(line for line in body.splitlines() if line.strip())
-    return [{"role": "system", "content": templates["system"].strip()},
+    return [{"role": "system", "content": system},
             {"role": "user", "content": body}]
 
