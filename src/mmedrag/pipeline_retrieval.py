@@ -22,12 +22,6 @@ from mmedrag.selection.protocol import Selection
 _TEXT_RETRIEVERS = {"dense": ("dense",), "bm25": ("bm25",), "hybrid": ("dense", "bm25")}
 
 
-def _missing_module(exc: ModuleNotFoundError, target: str) -> bool:
-    """True when ``exc`` is about ``target``'s own module (not one of its dependencies)."""
-    module = target.partition(":")[0]
-    return bool(exc.name) and (module == exc.name or module.startswith(f"{exc.name}."))
-
-
 class RetrievalFlow:
     """Builds the retrieval components of a config once and runs them per query.
 
