@@ -168,7 +168,7 @@ class RetrievalFlow:
             return rankings[0][:k]
         fused = reciprocal_rank_fusion(rankings, k)
         trace.append(f"retrieved {len(fused)} candidates: {names} fused by reciprocal rank")
-        return fused
+        return attach_similarity(fused)
 
     def _image_hits(self, query: Query, fetch: int, trace: list[str]) -> list[Hit]:
         from mmedrag.retrieval.router import image_retriever_for
@@ -207,3 +207,31 @@ class RetrievalFlow:
         text = hyde.hypothetical_query(query.text, generator())
         trace.append("HyDE: retrieved with a hypothetical document written by the generator")
         return Query(text=text, image=query.image, domain=query.domain, filters=query.filters)
+
+
+# Retrievers whose scores are cosine similarities (comparable across one query's candidates).
+SIMILARITY_RETRIEVERS = ("dense-text", "dense-image", "image-text")
+
+
+def attach_similarity(fused: list[Hit]) -> list[Hit]:
+    """Give each fused hit ``details["similarity"]``: its best cosine score among the dense
+    retrievers that found it. RRF scores are rank-based, so curve-based selectors (MMed-RAG's gap
+    rule, the ratio rule) read this instead. A hit found only lexically (BM25) or in the KG gets
+    the lowest similarity seen, i.e. it never creates a gap of its own. Order is unchanged.
+
+    Example:
+        >>> attach_similarity([])
+        []
+    """
+    known: dict[str, float] = {}
+    for hit in fused:
+        sources = hit.details.get("sources", {})
+        cosines = [float(v) for name, v in sources.items() if name in SIMILARITY_RETRIEVERS]
+        if cosines:
+            known[hit.id] = max(cosines)
+    if not known:
+        return fused
+    floor = min(known.values())
+    for hit in fused:
+        hit.details["similarity"] = known.get(hit.id, floor)
+    return fused

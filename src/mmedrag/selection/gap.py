@@ -41,6 +41,20 @@ def _check_bounds(name: str, k_min: int, k_max: int) -> tuple[int, int]:
     return k_min, k_max
 
 
+def hit_similarity(hit: Hit) -> float:
+    """The score a curve-based selector reads: ``details["similarity"]`` when the pipeline set
+    one (fused rankings carry rank-based RRF scores, which say nothing about similarity), else
+    the hit's own score.
+
+    Example:
+        >>> from mmedrag.records import Record
+        >>> hit_similarity(Hit(Record(id="a", text=""), 0.016, details={"similarity": 0.71}))
+        0.71
+    """
+    value = hit.details.get("similarity") if hit.details else None
+    return float(hit.score if value is None else value)
+
+
 def gap_statistics(scores: list[float]) -> tuple[list[float], str]:
     """The gap statistic u_i between consecutive scores, and which formula was used.
 
@@ -93,7 +107,7 @@ class GapSelector:
         self.k_min, self.k_max = _check_bounds(self.name, k_min, k_max)
 
     def select(self, hits: list[Hit]) -> Selection:
-        window = [float(h.score) for h in hits[: self.k_max]]
+        window = [hit_similarity(h) for h in hits[: self.k_max]]
         gaps, statistic = gap_statistics(window)
         details: dict[str, Any] = {"selector": self.name, "gamma": self.gamma,
                                    "k_min": self.k_min, "k_max": self.k_max,
@@ -168,7 +182,7 @@ class RatioSelector:
         self.k_min, self.k_max = _check_bounds(self.name, k_min, k_max)
 
     def select(self, hits: list[Hit]) -> Selection:
-        window = [float(h.score) for h in hits[: self.k_max]]
+        window = [hit_similarity(h) for h in hits[: self.k_max]]
         details: dict[str, Any] = {"selector": self.name, "tau": self.tau, "k_min": self.k_min,
                                    "k_max": self.k_max, "candidates": len(hits)}
         if not window:
