@@ -74,8 +74,8 @@ def _arguments() -> argparse.Namespace:
 
 
 def _ratio_cells(row: DenseResult, base: DenseResult) -> tuple[str, str]:
-    speed = f"{base.p50_ms / row.p50_ms:7.1f}x" if row.p50_ms else "-"
-    qps = f"{row.batch_qps / base.batch_qps:7.2f}x" if row.batch_qps and base.batch_qps else "-"
+    speed = f"{base.p50_ms / row.p50_ms:.3g}x" if row.p50_ms else "-"
+    qps = f"{row.batch_qps / base.batch_qps:.3g}x" if row.batch_qps and base.batch_qps else "-"
     return speed, qps
 
 
