@@ -13,7 +13,11 @@ from mmedrag.records import Record
 
 pytest.importorskip("milvus_lite")
 
-from mmedrag.stores.milvus import MilvusStore, filter_expression  # noqa: E402
+from mmedrag.stores.milvus import (  # noqa: E402
+    MilvusStore,
+    collection_name,
+    filter_expression,
+)
 
 
 def _lite_port(db_path: Path) -> int | None:
@@ -93,3 +97,16 @@ def test_an_index_can_live_in_milvus(tmp_path: Path, sample_dir: Path) -> None:
     assert hits and all(h.record.domain == domain for h in hits)
     assert len(hits) == sum(r.domain == domain for r in records)
     again.close()
+
+
+def test_server_collections_of_one_index_never_collide(tmp_path: Path) -> None:
+    uri = "http://milvus:19530"
+    text, image = tmp_path / "idx" / "text", tmp_path / "idx" / "image"
+    assert collection_name(text, uri, "med") == "med_text"
+    assert collection_name(image, uri, "med") == "med_image"
+    derived = collection_name(text, uri, None)
+    assert derived.startswith("mmedrag_text_") and derived != collection_name(image, uri, None)
+    assert collection_name(text, uri, None) == derived  # remembered in milvus.json
+    other = tmp_path / "other" / "text"
+    assert collection_name(other, uri, None) != derived  # another index, another collection
+    assert collection_name(text, None, None) == "records"  # Lite: one file per store

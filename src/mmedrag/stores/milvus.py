@@ -98,6 +98,33 @@ def filter_expression(filters: dict[str, Any] | None) -> str | None:
     return " and ".join(clauses)
 
 
+def collection_name(path: Path, uri: str | None, collection: str | None) -> str:
+    """The collection a store folder uses.
+
+    Milvus Lite keeps one file per store, so the name is ``collection`` or ``records``. On a
+    server, stores share one namespace: ``collection`` is a prefix completed with the folder
+    name (an index's ``text`` and ``image`` stores differ in dimension), and without it a name
+    is derived from the folder and remembered in ``<path>/milvus.json`` the first time.
+
+    Example:
+        >>> collection_name(Path("idx/text"), "http://milvus:19530", "medquad")
+        'medquad_text'
+    """
+    if uri is None:
+        return collection or "records"
+    safe_folder = re.sub(r"[^A-Za-z0-9_]", "_", path.name)
+    if collection:
+        return f"{collection}_{safe_folder}"
+    remembered = path / "milvus.json"
+    if remembered.exists():
+        return str(json.loads(remembered.read_text())["collection"])
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    name = f"mmedrag_{safe_folder}_{digest}"
+    path.mkdir(parents=True, exist_ok=True)
+    remembered.write_text(json.dumps({"uri": uri, "collection": name}))
+    return name
+
+
 class MilvusStore:
     """Vector store in Milvus (Lite file by default, Standalone/Distributed by ``uri``).
 
@@ -105,8 +132,8 @@ class MilvusStore:
         path: store folder; Milvus Lite keeps its data in ``<path>/milvus.db``.
         dim: vector dimension (an existing collection of another dimension is an error).
         uri: a Milvus server (``http://host:19530``) instead of the local Lite file.
-        collection: collection name (default ``records`` for Lite; for a server a name derived
-            from the folder, remembered in ``<path>/milvus.json``).
+        collection: collection name for Lite (default ``records``); for a server, a prefix
+            completed with the folder name (see ``collection_name``).
         token / token_env: credentials for a server (``token_env`` names an env variable).
         index_type, m, ef_construction, ef_search: the vector index (HNSW by default).
 
@@ -132,7 +159,7 @@ class MilvusStore:
         self.name = name
         self.ef_search = ef_search
         self._lite_path: str | None = None
-        self.collection = self._collection_name(uri, collection)
+        self.collection = collection_name(self.path, uri, collection)
         if token_env:
             from mmedrag.config import resolve_secret
 
@@ -156,19 +183,6 @@ class MilvusStore:
             raise
 
     # -- opening ---------------------------------------------------------------------------
-    def _collection_name(self, uri: str | None, collection: str | None) -> str:
-        if collection:
-            return collection
-        if uri is None:
-            return "records"
-        remembered = self.path / "milvus.json"
-        if remembered.exists():
-            return str(json.loads(remembered.read_text())["collection"])
-        digest = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:10]
-        name = "mmedrag_" + re.sub(r"[^A-Za-z0-9_]", "_", self.path.name) + "_" + digest
-        remembered.write_text(json.dumps({"uri": uri, "collection": name}))
-        return name
-
     def _open_collection(self, pymilvus: Any, index_type: str, m: int, ef_construction: int,
                          num_partitions: int) -> None:
         client = self._client
