@@ -50,6 +50,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--tower", default=None, help="Trained tower folder for extra features.")
+    parser.add_argument("--tasks", default="medpix,mixed", help="medpix, mixed, or both.")
+    parser.add_argument("--skip-handcrafted", action="store_true",
+                        help="Only the hand-crafted + tower features (needs --tower).")
     args = parser.parse_args()
     data = Path(args.data)
     medpix, covid = data / "medpix" / "pairs.jsonl", data / "covid-cxr" / "pairs.jsonl"
@@ -57,11 +60,15 @@ def main() -> int:
         if not path.exists():
             print(f"error: {path} not found (pass --data)", file=sys.stderr)
             return 2
-    feature_sets = ["handcrafted"] + ([f"handcrafted+tower:{args.tower}"] if args.tower else [])
+    feature_sets = ([] if args.skip_handcrafted else ["handcrafted"]) + \
+        ([f"handcrafted+tower:{args.tower}"] if args.tower else [])
+    tasks = args.tasks.split(",")
     for features in feature_sets:
-        run("MedPix CT vs MR (train -> dev)", [medpix], features, "split")
-        run("CT / MR / X-ray (MedPix train -> dev; covid-cxr 20 % of patients held out)",
-            [medpix, covid], features, "split")
+        if "medpix" in tasks:
+            run("MedPix CT vs MR (train -> dev)", [medpix], features, "split")
+        if "mixed" in tasks:
+            run("CT / MR / X-ray (MedPix train -> dev; covid-cxr 20 % of patients held out)",
+                [medpix, covid], features, "split")
     return 0
 
 

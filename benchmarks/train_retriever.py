@@ -130,6 +130,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=0.12,
+                        help="Share of MedPix train cases held out for early stopping.")
     args = parser.parse_args()
 
     import torch
@@ -151,6 +153,7 @@ def main() -> int:
                                seed=args.seed)
         wall, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_utime
         summary = train_retriever(medpix / "pairs.jsonl", out, subset=("split", "train"),
+                                  val_fraction=args.val_fraction,
                                   case_text=medpix / "cases.jsonl", config=cfg,
                                   text_encoder=text, progress=sys.stderr.isatty())
         wall = time.perf_counter() - wall

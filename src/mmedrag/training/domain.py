@@ -40,6 +40,20 @@ class ConcatenatedFeatures:
         return np.concatenate([p.encode_images(images) for p in self.parts], axis=1)
 
 
+class TowerTrunkFeatures:
+    """The trained tower's trunk features (its auxiliary heads learnt modality, plane, region)."""
+
+    def __init__(self, path: str) -> None:
+        from mmedrag.training.retriever import TrainedTowerEncoder
+
+        self.tower = TrainedTowerEncoder(path)
+        self.name = f"tower-trunk:{path}"
+        self.dim = 512
+
+    def encode_images(self, images: list[Any]) -> np.ndarray:
+        return self.tower.encode_features(images)
+
+
 def feature_extractor(spec: str) -> Any:
     """``handcrafted`` (default, weight-free), ``thumbnail``, ``tower:PATH`` (trained tower),
     or several joined with ``+`` (``handcrafted+tower:PATH``)."""
@@ -54,9 +68,7 @@ def feature_extractor(spec: str) -> Any:
 
         return ThumbnailImageEncoder()
     if spec.startswith("tower:"):
-        from mmedrag.training.retriever import TrainedTowerEncoder
-
-        return TrainedTowerEncoder(spec.split(":", 1)[1])
+        return TowerTrunkFeatures(spec.split(":", 1)[1])
     raise UsageError(f"unknown image features {spec!r} (handcrafted | thumbnail | tower:PATH)")
 
 

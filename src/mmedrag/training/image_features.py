@@ -7,11 +7,12 @@ deterministic, so a classifier trained on them is reproducible anywhere.
 Example:
     >>> from PIL import Image
     >>> HandcraftedImageFeatures().encode_images([Image.new("L", (64, 48), 128)]).shape
-    (1, 468)
+    (1, 557)
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -70,20 +71,59 @@ def image_features(image: Any, size: int = SIZE) -> np.ndarray:
                            _orientation_histograms(grey), shape, texture]).astype(np.float32)
 
 
+def native_features(image: Any) -> np.ndarray:
+    """Full-resolution cues of the scanner and windowing (89 values): a 64-bin grey histogram,
+    Laplacian (noise/texture) histogram, clipping at black/white, flat runs, grey-level count."""
+    grey = np.asarray(load_image(image).convert("L"), dtype=np.float32)
+    inside = grey > 5
+    values = grey[inside] if inside.any() else grey.ravel()
+    core = inside[1:-1, 1:-1]
+    lap = np.abs(4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2]
+                 - grey[1:-1, 2:])[core]
+    lap = lap if lap.size else np.zeros(1, np.float32)
+    hist = np.histogram(values, bins=64, range=(0, 256))[0] / max(1, values.size)
+    lap_hist = np.histogram(lap, bins=16, range=(0, 128))[0] / lap.size
+    dx = np.abs(np.diff(grey, axis=1))[inside[:, 1:]]
+    clipping = [(grey >= 250).mean(), (grey >= 254).mean(), (grey <= 1).mean(),
+                (grey <= 5).mean(), inside.mean(), len(np.unique(grey.astype(np.uint8))) / 256]
+    extra = [float((dx == 0).mean()) if dx.size else 0.0, np.log1p(lap.mean()),
+             np.log1p(np.median(lap))]
+    return np.concatenate([np.sqrt(hist), np.sqrt(lap_hist), clipping, extra]).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8192)
+def _file_features(path: str, mtime_ns: int, native: bool) -> np.ndarray:
+    """Features of an image file, cached by path and modification time (the router and the
+    tower both use them, often for the same files)."""
+    features = image_features(path)
+    if native:
+        features = np.concatenate([features, native_features(path)])
+    features.setflags(write=False)
+    return features
+
+
 class HandcraftedImageFeatures:
     """Feature extractor with the Encoder shape (``encode_images``), for linear probes.
 
     The vectors are not normalised: they are features for a classifier, not a search space.
     """
 
-    name = "handcrafted"
-    version = "1"
-    dim = 468
+    def __init__(self, native: bool = True) -> None:
+        self.native = native
+        self.name = "handcrafted" if native else "handcrafted-small"
+        self.version = "2"
+        self.dim = 468 + (89 if native else 0)
+
+    def _one(self, image: Any) -> np.ndarray:
+        if isinstance(image, (str, Path)) and Path(image).is_file():
+            return _file_features(str(image), Path(image).stat().st_mtime_ns, self.native)
+        small = image_features(image)
+        return np.concatenate([small, native_features(image)]) if self.native else small
 
     def encode_images(self, images: list[Any]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([image_features(image) for image in images])
+        return np.stack([self._one(image) for image in images])
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         raise MmedragError("hand-crafted image features have no text side")
@@ -92,4 +132,4 @@ class HandcraftedImageFeatures:
         Path(directory).mkdir(parents=True, exist_ok=True)
 
     def config(self) -> dict[str, Any]:
-        return {"name": "handcrafted", "version": self.version, "dim": self.dim}
+        return {"name": self.name, "version": self.version, "dim": self.dim}

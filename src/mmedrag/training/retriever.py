@@ -75,7 +75,7 @@ def handcrafted_features(images: list[Any]) -> np.ndarray:
     """Fixed full-resolution features (histograms, gradients, shape) the tower can take in."""
     from mmedrag.training.image_features import HandcraftedImageFeatures
 
-    return HandcraftedImageFeatures().encode_images(images)
+    return HandcraftedImageFeatures(native=False).encode_images(images)
 
 
 def build_pair_set(rows: list[Row], text_encoder: Any, size: int, labels: dict[str, list[str]],
@@ -233,6 +233,19 @@ class TrainedTowerEncoder:
         queries = l2_normalise(embed_pixels(self.model, preload_images(images, self.size),
                                             extra=extra))
         return self._with_memory(queries)
+
+    def encode_features(self, images: list[Any]) -> np.ndarray:
+        """The tower's 512-d trunk features (before projection): for linear probes."""
+        import torch
+
+        images = list(images)
+        pixels = preload_images(images, self.size)
+        extra = handcrafted_features(images) if self.model.extra_dim else None
+        self.model.eval()
+        with torch.no_grad():
+            tensor = torch.from_numpy(pixels).float().div_(255).unsqueeze(1)
+            extra_t = None if extra is None else torch.from_numpy(extra)
+            return self.model.embed(tensor, extra_t).numpy()
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         if self._text_encoder is None:
