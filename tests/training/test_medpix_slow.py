@@ -16,7 +16,7 @@ def test_medpix_router_identifies_ct_and_mr(shared_data: Path, tmp_path: Path) -
                           split_field="split")
     assert (report["train"], report["validation"]) == (1653, 197)
     assert sum(map(sum, report["confusion"])) == 197
-    assert report["accuracy"] >= 0.85  # hand-crafted features alone: 0.878 measured
+    assert report["accuracy"] >= 0.9  # hand-crafted features alone: 0.919 measured
 
 
 def test_short_tower_training_learns_medpix_captions(shared_data: Path, tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_short_tower_training_learns_medpix_captions(shared_data: Path, tmp_path
 
     summary = train_retriever(shared_data / "medpix" / "pairs.jsonl", tmp_path,
                               subset=("split", "train"), progress=False,
-                              config=TowerTrainConfig(epochs=2, width=16))
+                              config=TowerTrainConfig(epochs=3, width=16))
     assert summary["train_pairs"] + summary["val_pairs"] == 1653
-    # random ranking of ~170 validation captions gives R@10 well under 0.1
-    assert summary["val"]["R@10"] > 0.15
+    # a random ranking of the ~180 validation captions gives R@10 of about 0.07
+    assert summary["val"]["R@10"] > 0.12

@@ -1,8 +1,10 @@
 """Weight-free image features for domain identification (CT / MR / X-ray / body region).
 
 Grey-level histograms, a small thumbnail, gradient-orientation histograms on a grid (HOG-like),
-the shape of the non-black area, and colourfulness. Nothing is downloaded; features are
-deterministic, so a classifier trained on them is reproducible anywhere.
+the shape of the non-black area and colourfulness (468 values, also fed to the image tower),
+plus full-resolution scanner cues for the router (noise texture, clipping from CT windowing).
+Nothing is downloaded; features are deterministic, so a classifier trained on them is
+reproducible anywhere.
 
 Example:
     >>> from PIL import Image
