@@ -20,10 +20,10 @@ def reciprocal_rank_fusion(rankings: list[list[Hit]], k: int, c: int = 60,
     best: dict[str, Hit] = {}
     best_rank: dict[str, int] = {}
     sources: dict[str, dict[str, float]] = {}
-    for weight, ranking in zip(weights, rankings):
+    for number, (weight, ranking) in enumerate(zip(weights, rankings)):
         for position, hit in enumerate(ranking, start=1):
             scores[hit.id] = scores.get(hit.id, 0.0) + weight / (c + position)
-            sources.setdefault(hit.id, {})[hit.retriever or f"list{len(sources)}"] = hit.score
+            sources.setdefault(hit.id, {})[hit.retriever or f"list{number}"] = hit.score
             if hit.id not in best or position < best_rank[hit.id]:
                 best[hit.id], best_rank[hit.id] = hit, position
     order = sorted(scores, key=lambda i: (-scores[i], best_rank[i], i))[:k]
