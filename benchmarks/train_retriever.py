@@ -67,11 +67,13 @@ def tower_values(encoder_or_model: object, dev: list, captions: np.ndarray,
 
 
 def route_dev(medpix: Path, tower: Path, dev: list) -> list[str | None]:
-    """Modality predicted by a router trained on MedPix train (hand-crafted + tower features)."""
+    """Modality predicted by a router trained on MedPix train (hand-crafted features: adding the
+    tower's trunk features scored lower, 0.883 against 0.919, as the tower has seen the train
+    images)."""
     from mmedrag.training.domain import DomainRouter, train_domain
 
     report = train_domain([medpix / "pairs.jsonl"], tower / "router", field="modality",
-                          split_field="split", features=f"handcrafted+tower:{tower}")
+                          split_field="split", features="handcrafted")
     print(f"router (trained on MedPix train): dev modality accuracy {report['accuracy']:.3f}")
     router = DomainRouter.load(tower / "router")
     return [d.domain for d in router.route_many([r.image for r in dev])]
