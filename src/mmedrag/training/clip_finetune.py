@@ -2,7 +2,7 @@
 
 Same objective as the tower (symmetric InfoNCE, learnable temperature = the model's own
 ``logit_scale``), same by-case validation split, checkpoints, resume and early stopping on
-validation recall. Needs ``open-clip-torch`` (the ``train`` extra) and the model's weights locally
+validation recall. Needs ``open-clip-torch`` (the ``clip`` extra) and the model's weights locally
 or from the hub; ``pretrained=None`` with a plain architecture name builds random weights (tests).
 
 Example:
@@ -39,7 +39,7 @@ class ClipTrainConfig:
 
 def load_open_clip(model: str, pretrained: str | None) -> tuple[Any, Any, Any]:
     """(model, preprocess, tokenizer) from a hub id, an architecture + pretrained tag/file."""
-    open_clip = optional_import("open_clip", extra="train", package="open-clip-torch")
+    open_clip = optional_import("open_clip", extra="clip", package="open-clip-torch")
     try:
         if model.startswith("hf-hub:"):
             net, preprocess = open_clip.create_model_from_pretrained(model)
