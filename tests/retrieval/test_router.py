@@ -16,7 +16,8 @@ from mmedrag.training.domain import DomainRouter, train_domain
 @pytest.fixture(scope="module")
 def sample_router(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("router")
-    report = train_domain([sample_dir / "pairs.jsonl"], out, field="domain", val_fraction=0.3)
+    report = train_domain([sample_dir / "pairs.jsonl"], out, field="domain", val_fraction=0.3,
+                          features="handcrafted")
     return out, report
 
 
@@ -78,10 +79,11 @@ def test_cli_trains_reports_and_registers(sample_dir: Path, tmp_path: Path,
                config=IndexConfig(text_encoder=Component(name="hashing")))
     code = main(["train", "domain", str(sample_dir / "pairs.jsonl"), "--out", str(tmp_path / "r"),
                  "--val-fraction", "0.3", "--threshold", "0.4", "--index", str(tmp_path / "idx"),
-                 "--json"])
+                 "--cnn-epochs", "2", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert len(report["confusion"]) == 3
+    assert len(report["confusion"]) == 3 and report["features"] == "handcrafted+cnn"
+    assert (tmp_path / "r" / "cnn.pt").exists()
     assert sum(map(sum, report["confusion"])) == report["validation"]
     assert Index.open(tmp_path / "idx").extra("router")["threshold"] == 0.4
     code = main(["train", "domain", str(sample_dir / "pairs.jsonl"), "--out", str(tmp_path / "r2"),

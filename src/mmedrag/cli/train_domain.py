@@ -26,9 +26,10 @@ def domain_command(
     field: str = typer.Option("domain", "--field", help="Label field: domain, modality, organ, ..."),
     split_field: Optional[str] = typer.Option(None, help="Use the manifest's own split field (train/dev)."),
     val_fraction: float = typer.Option(0.2, help="Held-out share of cases/patients without --split-field."),
-    features: str = typer.Option("handcrafted", help="handcrafted | thumbnail | tower:PATH | handcrafted+tower:PATH"),
+    features: str = typer.Option("handcrafted+cnn", help="handcrafted | thumbnail | cnn (trained here) | tower:PATH, joined with +"),
     threshold: float = typer.Option(0.5, help="Below this top probability the router searches all domains."),
     seed: int = typer.Option(0, help="Split and model seed."),
+    cnn_epochs: int = typer.Option(16, min=1, help="Training epochs of the cnn features."),
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="Register the router with this index."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -43,7 +44,7 @@ def domain_command(
         raise UsageError(f"{index}: not an index (no index.json)")
     report = train_domain(manifest, out, field=field, split_field=split_field,
                           val_fraction=val_fraction, features=features, threshold=threshold,
-                          seed=seed, progress=not as_json)
+                          seed=seed, progress=not as_json, cnn_epochs=cnn_epochs)
     if index is not None:
         from mmedrag.index import Index
 

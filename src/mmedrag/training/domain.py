@@ -2,9 +2,10 @@
 
 Train from any labelled manifest field (``domain``, ``modality``, ``organ``); the split is by
 case/patient id. The model folder holds ``model.joblib`` (scaler + logistic regression wrapped in
-sigmoid calibration fitted on grouped folds) and ``router.json`` (labels, field, features,
-threshold, held-out figures). ``DomainRouter.route`` returns a RouteDecision; below the threshold
-it says to search all domains.
+sigmoid calibration fitted on grouped folds), ``router.json`` (labels, field, features,
+threshold, held-out figures) and, with the ``cnn`` features (default ``handcrafted+cnn``),
+``cnn.pt``: a small CNN trained on the training split only. ``DomainRouter.route`` returns a
+RouteDecision; below the threshold it says to search all domains.
 
 Example:
     >>> report = train_domain(["pairs.jsonl"], "models/domain", field="modality")  # doctest: +SKIP
@@ -26,6 +27,8 @@ from mmedrag.retrieval.router import RouteDecision
 from mmedrag.training.data import Row, read_rows, split_rows
 
 FORMAT = "mmedrag-domain/1"
+CNN_FILE = "cnn.pt"
+DEFAULT_FEATURES = "handcrafted+cnn"
 
 
 class ConcatenatedFeatures:
@@ -54,11 +57,18 @@ class TowerTrunkFeatures:
         return self.tower.encode_features(images)
 
 
-def feature_extractor(spec: str) -> Any:
-    """``handcrafted`` (default, weight-free), ``thumbnail``, ``tower:PATH`` (trained tower),
-    or several joined with ``+`` (``handcrafted+tower:PATH``)."""
+def feature_extractor(spec: str, folder: str | Path | None = None) -> Any:
+    """``handcrafted`` (weight-free), ``thumbnail``, ``tower:PATH`` (trained tower), ``cnn`` (the
+    CNN trained with the router, ``folder/cnn.pt``), or several joined with ``+``
+    (``handcrafted+cnn``, the default)."""
     if "+" in spec:
-        return ConcatenatedFeatures([feature_extractor(part) for part in spec.split("+")])
+        return ConcatenatedFeatures([feature_extractor(part, folder) for part in spec.split("+")])
+    if spec == "cnn":
+        from mmedrag.training.cnn_features import CnnFeatures
+
+        if folder is None:
+            raise UsageError("'cnn' features are trained with the router; load it from its folder")
+        return CnnFeatures(Path(folder) / CNN_FILE)
     if spec == "handcrafted":
         from mmedrag.training.image_features import HandcraftedImageFeatures
 
@@ -69,7 +79,8 @@ def feature_extractor(spec: str) -> Any:
         return ThumbnailImageEncoder()
     if spec.startswith("tower:"):
         return TowerTrunkFeatures(spec.split(":", 1)[1])
-    raise UsageError(f"unknown image features {spec!r} (handcrafted | thumbnail | tower:PATH)")
+    raise UsageError(f"unknown image features {spec!r} "
+                     "(handcrafted | thumbnail | cnn | tower:PATH, joined with +)")
 
 
 def _fit(features: np.ndarray, labels: list[str], groups: list[str], seed: int) -> Any:
@@ -118,23 +129,27 @@ def _split(rows: list[Row], split_field: str | None, val_fraction: float,
 
 def train_domain(manifests: list[str | Path], out_dir: str | Path, field: str = "domain",
                  split_field: str | None = None, val_fraction: float = 0.2,
-                 features: str = "handcrafted", threshold: float = 0.5, seed: int = 0,
-                 progress: bool = False) -> dict[str, Any]:
+                 features: str = DEFAULT_FEATURES, threshold: float = 0.5, seed: int = 0,
+                 progress: bool = False, cnn_epochs: int = 16) -> dict[str, Any]:
     """Fit the router on the training split, report held-out accuracy, save to ``out_dir``.
 
     Rows with ``split_field`` use the manifest's own train/dev split; other rows (or all, without
     ``split_field``) are split by group (case/patient id, per manifest), ``val_fraction`` held out.
+    With ``cnn`` in ``features``, a small CNN is first trained (``cnn_epochs``) on the training
+    rows only and saved beside the router.
     """
     rows = _rows_from([Path(m) for m in manifests], field)
     if len({r.label for r in rows}) < 2:
         raise UsageError(f"field {field!r} has fewer than two classes; nothing to classify")
     train_rows, val_rows = _split(rows, split_field, val_fraction, seed)
-    extractor = feature_extractor(features)
+    if "cnn" in features.split("+"):
+        _train_cnn(train_rows, Path(out_dir), seed, progress, cnn_epochs)
+    extractor = feature_extractor(features, out_dir)
     x_train = _encode(extractor, train_rows, progress)
     x_val = _encode(extractor, val_rows, progress)
     model = _fit(x_train, [r.label for r in train_rows], [r.group for r in train_rows], seed)
     router = DomainRouter(model, [str(c) for c in model.classes_], field, features, threshold,
-                          extractor)
+                          extractor, folder=out_dir)
     predicted = [router.decide(p).domain for p in model.predict_proba(x_val)]
     accuracy, columns, matrix = domain_accuracy([r.label for r in val_rows],
                                                 predicted, router.labels)
@@ -149,6 +164,18 @@ def train_domain(manifests: list[str | Path], out_dir: str | Path, field: str = 
               "confusion": matrix, "fallback": sum(p is None for p in predicted)}
     router.save(out_dir, report)
     return report
+
+
+def _train_cnn(rows: list[Row], out_dir: Path, seed: int, progress: bool, epochs: int) -> None:
+    """Train the ``cnn`` features on the training rows only; saved beside the router."""
+    from mmedrag.training.cnn_features import PRELOAD, save_cnn, train_cnn
+    from mmedrag.training.data import preload_images
+
+    pixels = preload_images(rows, size=PRELOAD)
+    model, classes = train_cnn(pixels, [r.label for r in rows], epochs=epochs, seed=seed,
+                               progress=progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_cnn(model, classes, out_dir / CNN_FILE)
 
 
 def _encode(extractor: Any, rows: list[Row], progress: bool) -> np.ndarray:
@@ -170,7 +197,8 @@ class DomainRouter:
     """
 
     def __init__(self, model: Any, labels: list[str], field: str, features: str,
-                 threshold: float = 0.5, extractor: Any = None) -> None:
+                 threshold: float = 0.5, extractor: Any = None,
+                 folder: str | Path | None = None) -> None:
         if not 0 <= threshold <= 1:
             raise UsageError(f"router threshold must be in [0, 1], got {threshold}")
         self.model = model
@@ -179,6 +207,7 @@ class DomainRouter:
         self.features = features
         self.threshold = threshold
         self._extractor = extractor
+        self.folder = folder
 
     @classmethod
     def load(cls, path: str | Path, threshold: float | None = None) -> DomainRouter:
@@ -193,7 +222,8 @@ class DomainRouter:
             raise MmedragError(f"{path / 'router.json'}: unknown format {meta.get('format')!r}")
         model = joblib.load(path / "model.joblib")
         chosen = meta["threshold"] if threshold is None else threshold
-        return cls(model, meta["labels"], meta["field"], meta["features"], float(chosen))
+        return cls(model, meta["labels"], meta["field"], meta["features"], float(chosen),
+                   folder=path)
 
     def save(self, path: str | Path, report: dict[str, Any] | None = None) -> None:
         import joblib
@@ -209,7 +239,7 @@ class DomainRouter:
     @property
     def extractor(self) -> Any:
         if self._extractor is None:
-            self._extractor = feature_extractor(self.features)
+            self._extractor = feature_extractor(self.features, self.folder)
         return self._extractor
 
     def probabilities(self, images: list[Any]) -> np.ndarray:
