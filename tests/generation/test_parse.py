@@ -109,3 +109,13 @@ def test_parse_answer_by_task() -> None:
     assert parse_answer("mcq_voc", "A: incorrect. B: correct.\nAnswer: B") == "B"
     assert parse_answer("open_vqa", "Answer: Left kidney [2]. It is large.") == "Left kidney"
     assert first_sentence("   ") is None
+
+
+def test_option_text_matches_whole_words_only() -> None:
+    from mmedrag.generation.parse import parse_option
+
+    options = {"A": "yes", "B": "no", "C": "maybe"}
+    assert parse_option("The answer is not possible.", options=options) is None
+    assert parse_option("It is not clear", options=options) is None
+    assert parse_option("no, it does not", options=options) == "B"
+    assert parse_option("Probably yes.", options=options) == "A"

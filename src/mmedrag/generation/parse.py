@@ -91,8 +91,10 @@ def _not_article(text: str, found: re.Match[str]) -> bool:
 
 
 def _option_by_text(text: str, options: dict[str, str]) -> str | None:
+    """The one option whose text appears in the answer as whole words ("no" is not in "not")."""
     lowered = text.lower()
-    present = [k.upper() for k, v in options.items() if v and v.strip().lower() in lowered]
+    present = [k.upper() for k, v in options.items() if v and v.strip() and re.search(
+        r"(?<!\w)" + re.escape(v.strip().lower()) + r"(?!\w)", lowered)]
     return present[0] if len(present) == 1 else None
 
 
