@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from mmedrag.cli.groups import register_modules
 
 eval_app = typer.Typer(help="Evaluate pipelines, retrieval and domain identification.",
                        no_args_is_help=True)
@@ -13,12 +13,5 @@ _MODULES = ("eval_run", "eval_retrieval")
 
 
 def register(app: typer.Typer) -> None:
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(f"mmedrag.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"mmedrag.cli.{name}":
-                continue
-            raise
-        module.register(eval_app)
+    register_modules(eval_app, _MODULES)
     app.add_typer(eval_app, name="eval")

@@ -5,7 +5,6 @@ Exit codes: 0 ok, 1 failed, 2 bad usage. Errors go to stderr as one line naming 
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -16,6 +15,7 @@ try:  # typer >= 0.20 vendors click as typer._click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
+from mmedrag.cli.groups import register_modules
 from mmedrag.errors import MmedragError
 
 app = typer.Typer(
@@ -31,18 +31,7 @@ app = typer.Typer(
 _GROUPS = ("index_cmd", "ask", "serve", "eval_cmd", "train", "prefs", "calibrate", "kg")
 
 
-def _register_groups() -> None:
-    for name in _GROUPS:
-        try:
-            module = importlib.import_module(f"mmedrag.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"mmedrag.cli.{name}":
-                continue
-            raise
-        module.register(app)
-
-
-_register_groups()
+register_modules(app, _GROUPS)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from mmedrag.cli.groups import register_modules
 
 train_app = typer.Typer(help="Train the domain classifier, the image retriever, or DPO.",
                         no_args_is_help=True)
@@ -13,12 +13,5 @@ _MODULES = ("train_domain", "train_retriever", "train_dpo")
 
 
 def register(app: typer.Typer) -> None:
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(f"mmedrag.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"mmedrag.cli.{name}":
-                continue
-            raise
-        module.register(train_app)
+    register_modules(train_app, _MODULES)
     app.add_typer(train_app, name="train")

@@ -13,11 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mmedrag.errors import InputError, UsageError
+from mmedrag.ingest.jsonl import iter_jsonl
 
 PAIR_FILES = {"cm": "cm.jsonl", "oa1": "oa1.jsonl", "oa2": "oa2.jsonl"}
 REQUIRED = ("prompt", "chosen", "rejected")
@@ -26,18 +26,11 @@ REQUIRED = ("prompt", "chosen", "rejected")
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a bad line names the file and line."""
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=number) from exc
-            for name in REQUIRED:
-                if name not in row:
-                    raise InputError("missing field", path=str(path), line=number, field=name)
-            rows.append(row)
+    for number, row in iter_jsonl(path):
+        for name in REQUIRED:
+            if name not in row:
+                raise InputError("missing field", path=str(path), line=number, field=name)
+        rows.append(row)
     return rows
 
 

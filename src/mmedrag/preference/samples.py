@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +39,21 @@ def read_jsonl_samples(path: Path, domain_field: str = "domain") -> list[Sample]
     """Samples from a generic JSONL file (see the module docstring for the fields)."""
     if not path.exists():
         raise UsageError(f"{path}: file not found")
+    from mmedrag.ingest.jsonl import iter_jsonl
+
     samples = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=number) from exc
-            for name in ("question", "answer"):
-                if not str(row.get(name, "")).strip():
-                    raise InputError("missing or empty", path=str(path), line=number, field=name)
-            image = row.get("image") or None
-            if image and not Path(image).is_absolute():
-                image = str(path.parent / image)
-            samples.append(Sample(id=str(row.get("id", number)), question=str(row["question"]),
-                                  answer=str(row["answer"]), image=image,
-                                  options=row.get("options") or None,
-                                  answer_type=row.get("answer_type") or None,
-                                  domain=row.get(domain_field) or None))
+    for number, row in iter_jsonl(path):
+        for name in ("question", "answer"):
+            if not str(row.get(name, "")).strip():
+                raise InputError("missing or empty", path=str(path), line=number, field=name)
+        image = row.get("image") or None
+        if image and not Path(image).is_absolute():
+            image = str(path.parent / image)
+        samples.append(Sample(id=str(row.get("id", number)), question=str(row["question"]),
+                              answer=str(row["answer"]), image=image,
+                              options=row.get("options") or None,
+                              answer_type=row.get("answer_type") or None,
+                              domain=row.get(domain_field) or None))
     return samples
 
 

@@ -36,20 +36,14 @@ MEMORY_TEMPERATURE = 0.05
 def read_case_texts(path: str | Path, fields: tuple[str, ...] = ("findings", "diagnosis"),
                     key: str = "case_id") -> dict[str, str]:
     """Case id → joined case-level text (e.g. MedPix cases.jsonl findings + diagnosis)."""
+    from mmedrag.ingest.jsonl import iter_jsonl
+
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON: {exc.msg}", path=str(path),
-                                 line=number) from None
-            if key not in row:
-                raise InputError("missing case id", path=str(path), line=number, field=key)
-            text = " ".join(str(row.get(f) or "") for f in fields).strip()
-            out[str(row[key])] = text[:2000]
+    for number, row in iter_jsonl(path):
+        if key not in row:
+            raise InputError("missing case id", path=str(path), line=number, field=key)
+        text = " ".join(str(row.get(f) or "") for f in fields).strip()
+        out[str(row[key])] = text[:2000]
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from mmedrag.errors import InputError
 from mmedrag.evaluation.tasks import Sample
+from mmedrag.ingest.jsonl import iter_jsonl
 
 _ID = ("qid", "question_id", "id", "realidx")
 _IMAGE = ("image", "image_name", "img_name", "image_path", "images")
@@ -36,18 +37,7 @@ _IMAGE_DIRS = ("", "images", "imgs", "image", "VQA_RAD Image Folder")
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line or position, object) from a JSONL file or a JSON list / ``{"data": [...]}`` file."""
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON: {exc.msg}", path=str(path),
-                                     line=number) from None
-                if not isinstance(row, dict):
-                    raise InputError("expected a JSON object per line", path=str(path), line=number)
-                yield number, row
+        yield from iter_jsonl(path)
         return
     data = load_json(path)
     if isinstance(data, dict):
