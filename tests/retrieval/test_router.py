@@ -16,8 +16,7 @@ from mmedrag.training.domain import DomainRouter, train_domain
 @pytest.fixture(scope="module")
 def sample_router(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("router")
-    report = train_domain([sample_dir / "pairs.jsonl"], out, field="domain", val_fraction=0.3,
-                          features="handcrafted")
+    report = train_domain([sample_dir / "pairs.jsonl"], out, field="domain", val_fraction=0.3)
     return out, report
 
 
@@ -79,7 +78,7 @@ def test_cli_trains_reports_and_registers(sample_dir: Path, tmp_path: Path,
                config=IndexConfig(text_encoder=Component(name="hashing")))
     code = main(["train", "domain", str(sample_dir / "pairs.jsonl"), "--out", str(tmp_path / "r"),
                  "--val-fraction", "0.3", "--threshold", "0.4", "--index", str(tmp_path / "idx"),
-                 "--cnn-epochs", "2", "--json"])
+                 "--features", "handcrafted+cnn", "--cnn-epochs", "2", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["confusion"]) == 3 and report["features"] == "handcrafted+cnn"

@@ -3,7 +3,7 @@
 Train from any labelled manifest field (``domain``, ``modality``, ``organ``); the split is by
 case/patient id. The model folder holds ``model.joblib`` (scaler + logistic regression wrapped in
 sigmoid calibration fitted on grouped folds), ``router.json`` (labels, field, features,
-threshold, held-out figures) and, with the ``cnn`` features (default ``handcrafted+cnn``),
+threshold, held-out figures) and, with the opt-in ``cnn`` features (e.g. ``handcrafted+cnn``),
 ``cnn.pt``: a small CNN trained on the training split only. ``DomainRouter.route`` returns a
 RouteDecision; below the threshold it says to search all domains.
 
@@ -28,7 +28,7 @@ from mmedrag.training.data import Row, read_rows, split_rows
 
 FORMAT = "mmedrag-domain/1"
 CNN_FILE = "cnn.pt"
-DEFAULT_FEATURES = "handcrafted+cnn"
+DEFAULT_FEATURES = "handcrafted"
 
 
 class ConcatenatedFeatures:
@@ -58,9 +58,9 @@ class TowerTrunkFeatures:
 
 
 def feature_extractor(spec: str, folder: str | Path | None = None) -> Any:
-    """``handcrafted`` (weight-free), ``thumbnail``, ``tower:PATH`` (trained tower), ``cnn`` (the
-    CNN trained with the router, ``folder/cnn.pt``), or several joined with ``+``
-    (``handcrafted+cnn``, the default)."""
+    """``handcrafted`` (weight-free, the default), ``thumbnail``, ``tower:PATH`` (trained tower),
+    ``cnn`` (the CNN trained with the router, ``folder/cnn.pt``), or several joined with ``+``
+    (``handcrafted+cnn``)."""
     if "+" in spec:
         return ConcatenatedFeatures([feature_extractor(part, folder) for part in spec.split("+")])
     if spec == "cnn":
