@@ -75,12 +75,18 @@ def _points(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def plot_ablation(metrics: dict[str, Any], path: Path) -> Path:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the non-interactive Agg backend (imported only when plotting)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_ablation(metrics: dict[str, Any], path: Path) -> Path:
+    plt = _pyplot()
     tasks = list(metrics["tasks"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=False):
@@ -115,11 +121,7 @@ def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def plot_pareto(metrics: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     pts = [p for p in _points(metrics) if p["value"] is not None]
     priced = any(p["cost"] > 0 for p in pts)
     cost_key, cost_label = (("cost", "dollars per sample") if priced else
@@ -148,11 +150,7 @@ def plot_pareto(metrics: dict[str, Any], path: Path) -> Path:
 
 
 def plot_domains(metrics: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tasks = list(metrics["tasks"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=False):

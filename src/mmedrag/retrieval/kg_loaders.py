@@ -83,35 +83,31 @@ def _require(header: list[str], names: tuple[str, ...], path: Path) -> list[int]
     return [lowered.index(n.lower()) for n in names]
 
 
-def load_humando(path: str | Path) -> LoadResult:
-    """``HumanDO.tsv``: each disease "is a" its parent class."""
+def _column_pairs(path: str | Path, columns: tuple[str, str], relation: str) -> LoadResult:
+    """Triples (head column, ``relation``, tail column) from a Disease Ontology TSV; rows with
+    either cell missing or empty are counted as skipped."""
     path = Path(path)
     header, rows = _rows(path, "\t")
-    label_at, parent_at = _require(header, ("label", "subClassOf"), path)
+    head_at, tail_at = _require(header, columns, path)
     out = LoadResult()
     for _, row in rows:
-        label = row[label_at].strip() if len(row) > label_at else ""
-        parent = row[parent_at].strip() if len(row) > parent_at else ""
-        if label and parent:
-            out.triples.append(Triple(label, "is a", parent, "disease-ontology"))
+        head = row[head_at].strip() if len(row) > head_at else ""
+        tail = row[tail_at].strip() if len(row) > tail_at else ""
+        if head and tail:
+            out.triples.append(Triple(head, relation, tail, "disease-ontology"))
         else:
             out.skipped += 1
     return out
 
 
+def load_humando(path: str | Path) -> LoadResult:
+    """``HumanDO.tsv``: each disease "is a" its parent class."""
+    return _column_pairs(path, ("label", "subClassOf"), "is a")
+
+
 def load_disease_symptom(path: str | Path) -> LoadResult:
     """``disease-symptom.tsv``: disease "has symptom" symptom."""
-    path = Path(path)
-    header, rows = _rows(path, "\t")
-    disease_at, symptom_at = _require(header, ("disease_label", "symptom_label"), path)
-    out = LoadResult()
-    for _, row in rows:
-        if len(row) <= max(disease_at, symptom_at) or not row[disease_at] or not row[symptom_at]:
-            out.skipped += 1
-            continue
-        out.triples.append(Triple(row[disease_at].strip(), "has symptom",
-                                  row[symptom_at].strip(), "disease-ontology"))
-    return out
+    return _column_pairs(path, ("disease_label", "symptom_label"), "has symptom")
 
 
 _AXIOM = re.compile(r"'([^']+)'\s+some\s+\(?\s*(?:'([^']+)'|([A-Za-z0-9_\-]+))")
