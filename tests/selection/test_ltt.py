@@ -48,7 +48,10 @@ def test_p_value_matches_reference_and_is_monotone(n: int, alpha: float, data) -
     assert np.all(p >= 0) and np.all(p <= 1.0)
     assert np.all(np.diff(p) >= -1e-12)  # non-decreasing in the empirical risk
     for e, value in zip(errors, p, strict=True):
-        assert value == pytest.approx(reference_p_value(e, n, alpha), rel=1e-7, abs=1e-300)
+        reference = reference_p_value(e, n, alpha)
+        # deep in the tail (p < 1e-250) exp/binomial-CDF lose digits: compare to 1e-5 there
+        rel = 1e-7 if reference > 1e-250 else 1e-5
+        assert value == pytest.approx(reference, rel=rel, abs=1e-300)
 
 
 def test_h1_is_kl_divergence() -> None:
