@@ -29,7 +29,7 @@ def domain_command(
     features: str = typer.Option("handcrafted", help="handcrafted | thumbnail | cnn (trained here) | tower:PATH, joined with +"),
     threshold: float = typer.Option(0.5, help="Below this top probability the router searches all domains."),
     seed: int = typer.Option(0, help="Split and model seed."),
-    cnn_epochs: int = typer.Option(16, min=1, help="Training epochs of the cnn features."),
+    cnn_epochs: int = typer.Option(30, min=1, help="Training epochs of the cnn features."),
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="Register the router with this index."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:

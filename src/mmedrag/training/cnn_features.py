@@ -1,9 +1,11 @@
 """A small CNN trained end-to-end on the router's labelled training images, used as features.
 
-The ``cnn`` feature option of the domain router: a five-block grey-scale CNN (about 0.4 M weights)
-trained on the *training split only* with strong augmentation (random resized crops, flips, small
-rotations, gamma/contrast/brightness jitter, noise), then frozen; its pooled penultimate
-activations, averaged over the image and its mirror, feed the router's calibrated linear probe.
+The ``cnn`` feature option of the domain router: a six-stage grey-scale CNN (about 1 M weights,
+128 px letterboxed input) trained on the *training split only* with geometric augmentation (mild
+zoom, shift, rotation, mirror), then frozen; its pooled penultimate activations, averaged over the
+image and its mirror, feed the router's calibrated linear probe. Intensities are never jittered:
+the grey levels a scanner and its window produce are the signal (an earlier recipe with gamma and
+contrast jitter at 80 px reached 0.84 on held-out MedPix cases; this one about 0.93).
 It learns the cues hand-crafted statistics miss (CT: bright bone and black air through a fixed
 window, round field of view, table; MR: bias-field shading, no table, different noise).
 
@@ -11,7 +13,7 @@ Example:
     >>> model = train_cnn(pixels, labels, epochs=2)               # doctest: +SKIP
     >>> save_cnn(model, labels_sorted, "router/cnn.pt")           # doctest: +SKIP
     >>> CnnFeatures("router/cnn.pt").encode_images(["scan.png"]).shape   # doctest: +SKIP
-    (1, 128)
+    (1, 160)
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import numpy as np
 from mmedrag.errors import MmedragError
 
 PRELOAD = 128
-INPUT = 80
-WIDTHS = (32, 48, 96, 128)
+INPUT = 128
+WIDTHS = (32, 64, 96, 128, 160)
 STEM = 24
+FORMAT = "mmedrag-cnn/2"
 
 
 def _network(classes: int) -> Any:
@@ -50,28 +53,21 @@ def _network(classes: int) -> Any:
 
 
 def _augment(batch: Any, generator: Any) -> Any:
-    """Random resized crop + flip + rotation (one affine warp), then intensity jitter and noise."""
+    """Zoom (0.85-1.15), shift (±10 %), rotation (±10°) and mirror in one affine warp."""
     import torch
     import torch.nn.functional as F
 
     n = batch.shape[0]
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    scale = 0.6 + 0.4 * rand(n)                       # share of the side kept
-    aspect = torch.exp((rand(n) - 0.5) * 0.5)
-    angle = (rand(n) - 0.5) * math.radians(30)
+    scale = 0.85 + 0.3 * rand(n)
+    angle = (rand(n) - 0.5) * math.radians(20)
     flip = torch.where(rand(n) < 0.5, -1.0, 1.0)
-    sx, sy = scale * aspect.sqrt() * flip, scale / aspect.sqrt()
-    tx, ty = (rand(n) * 2 - 1) * (1 - scale), (rand(n) * 2 - 1) * (1 - scale)
+    tx, ty = (rand(n) - 0.5) * 0.2, (rand(n) - 0.5) * 0.2
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos * sx, -sin * sy, tx], 1),
-                         torch.stack([sin * sx, cos * sy, ty], 1)], 1)
+    theta = torch.stack([torch.stack([cos * scale * flip, -sin * scale, tx], 1),
+                         torch.stack([sin * scale * flip, cos * scale, ty], 1)], 1)
     grid = F.affine_grid(theta, (n, 1, INPUT, INPUT), align_corners=False)
-    out = F.grid_sample(batch, grid, align_corners=False, padding_mode="zeros")
-    gamma = torch.exp((rand(n, 1, 1, 1) - 0.5) * 0.4)
-    out = out.clamp(0, 1) ** gamma
-    out = out * (0.9 + 0.2 * rand(n, 1, 1, 1)) + (rand(n, 1, 1, 1) - 0.5) * 0.1
-    out = out + torch.randn(out.shape, generator=generator) * 0.03 * rand(n, 1, 1, 1)
-    return out
+    return F.grid_sample(batch, grid, align_corners=False, padding_mode="zeros")
 
 
 def _standard(pixels: Any) -> Any:
@@ -86,11 +82,12 @@ def _standard(pixels: Any) -> Any:
     return batch
 
 
-def train_cnn(pixels: np.ndarray, labels: list[str], epochs: int = 16, batch_size: int = 64,
+def train_cnn(pixels: np.ndarray, labels: list[str], epochs: int = 30, batch_size: int = 48,
               seed: int = 0, progress: bool = False) -> tuple[Any, list[str]]:
     """Train the CNN on letterboxed grey ``pixels`` (n, 128, 128) uint8; returns (model, classes).
 
-    Class-balanced cross-entropy, AdamW with a one-cycle schedule; two CPU threads.
+    Class-balanced cross-entropy with label smoothing, AdamW with a one-cycle schedule (peak
+    3e-3); two CPU threads. About 8 s an epoch for 1,650 images on 2 cores.
     """
     import torch
     import torch.nn.functional as F
@@ -104,8 +101,8 @@ def train_cnn(pixels: np.ndarray, labels: list[str], epochs: int = 16, batch_siz
     images = torch.as_tensor(pixels, dtype=torch.float32).unsqueeze(1) / 255.0
     model = _network(len(classes))
     steps = epochs * math.ceil(len(labels) / batch_size)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=4e-3, total_steps=steps)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for epoch in range(epochs):
@@ -130,17 +127,17 @@ def save_cnn(model: Any, classes: list[str], path: str | Path) -> None:
     """Save the weights and class names (``torch.save`` of plain tensors)."""
     import torch
 
-    torch.save({"format": "mmedrag-cnn/1", "classes": classes, "widths": list(WIDTHS),
+    torch.save({"format": FORMAT, "classes": classes, "widths": list(WIDTHS),
                 "stem": STEM, "input": INPUT,
                 "state": model.state_dict()}, Path(path))
 
 
 class CnnFeatures:
-    """Frozen features of a CNN saved by :func:`save_cnn` (mirror-averaged, 128 values).
+    """Frozen features of a CNN saved by :func:`save_cnn` (mirror-averaged, 160 values).
 
     Example:
         >>> CnnFeatures("models/domain/cnn.pt").encode_images(["scan.png"]).shape  # doctest: +SKIP
-        (1, 128)
+        (1, 160)
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -153,7 +150,7 @@ class CnnFeatures:
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # a torn or foreign file: one clear line, no traceback
             raise MmedragError(f"{path}: not a compatible mmedrag CNN ({error})") from error
-        if not isinstance(saved, dict) or saved.get("format") != "mmedrag-cnn/1" or (
+        if not isinstance(saved, dict) or saved.get("format") != FORMAT or (
                 list(saved["widths"]), saved.get("stem"), saved.get("input")) != (
                 list(WIDTHS), STEM, INPUT):
             raise MmedragError(f"{path}: not a compatible mmedrag CNN")

@@ -130,7 +130,7 @@ def _split(rows: list[Row], split_field: str | None, val_fraction: float,
 def train_domain(manifests: list[str | Path], out_dir: str | Path, field: str = "domain",
                  split_field: str | None = None, val_fraction: float = 0.2,
                  features: str = DEFAULT_FEATURES, threshold: float = 0.5, seed: int = 0,
-                 progress: bool = False, cnn_epochs: int = 16) -> dict[str, Any]:
+                 progress: bool = False, cnn_epochs: int = 30) -> dict[str, Any]:
     """Fit the router on the training split, report held-out accuracy, save to ``out_dir``.
 
     Rows with ``split_field`` use the manifest's own train/dev split; other rows (or all, without
