@@ -5,14 +5,14 @@
    CT; 20 % of patients held out), so a tower trained on MedPix train never sees a test image.
 
 Each with the router's default features (``handcrafted``), any other ``--features`` specs (e.g.
-``handcrafted+cnn``: plus a small CNN trained per task on the training split only; 10+ min a
-task on 2 busy CPU cores), and, when ``--tower PATH`` names a trained image tower (``mmedrag train
+``cnn``: a 128 px CNN trained per task on the training split only, 30 epochs, about 4-5 min a
+task on 2 CPU cores), and, when ``--tower PATH`` names a trained image tower (``mmedrag train
 retriever``; trained on MedPix *train* only), hand-crafted + tower features.
 Prints accuracy with a bootstrap 95 % interval, the confusion matrix and the wall time.
 
 Usage:
     python -u benchmarks/domain_id.py [--data ../shared/data]
-        [--features handcrafted,handcrafted+cnn]
+        [--features handcrafted,cnn]
         [--tower models/medpix-tower]
 """
 

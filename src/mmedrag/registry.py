@@ -24,6 +24,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "image_encoder": {
         "thumbnail": "mmedrag.encoders.image_text:ThumbnailImageEncoder",
         "open_clip": "mmedrag.encoders.image_text:OpenClipEncoder",
+        "transformers_image": "mmedrag.encoders.image_text:TransformersImageEncoder",
         "tower": "mmedrag.training.retriever:TrainedTowerEncoder",
     },
     "store": {

@@ -59,7 +59,9 @@ class TowerTrunkFeatures:
 
 def feature_extractor(spec: str, folder: str | Path | None = None) -> Any:
     """``handcrafted`` (weight-free, the default), ``thumbnail``, ``tower:PATH`` (trained tower),
-    ``cnn`` (the CNN trained with the router, ``folder/cnn.pt``), or several joined with ``+``
+    ``cnn`` (the CNN trained with the router, ``folder/cnn.pt``), a frozen pretrained encoder the
+    user has (``hf:ID_OR_PATH``: a transformers vision model such as RAD-DINO or DINOv2;
+    ``clip:ID_OR_PATH``: an open_clip model such as BiomedCLIP), or several joined with ``+``
     (``handcrafted+cnn``)."""
     if "+" in spec:
         return ConcatenatedFeatures([feature_extractor(part, folder) for part in spec.split("+")])
@@ -79,8 +81,16 @@ def feature_extractor(spec: str, folder: str | Path | None = None) -> Any:
         return ThumbnailImageEncoder()
     if spec.startswith("tower:"):
         return TowerTrunkFeatures(spec.split(":", 1)[1])
-    raise UsageError(f"unknown image features {spec!r} "
-                     "(handcrafted | thumbnail | cnn | tower:PATH, joined with +)")
+    if spec.startswith("hf:"):
+        from mmedrag.encoders.image_text import TransformersImageEncoder
+
+        return TransformersImageEncoder(spec.split(":", 1)[1])
+    if spec.startswith("clip:"):
+        from mmedrag.encoders.image_text import OpenClipEncoder
+
+        return OpenClipEncoder(spec.split(":", 1)[1])
+    raise UsageError(f"unknown image features {spec!r} (handcrafted | thumbnail | cnn | "
+                     "tower:PATH | hf:ID_OR_PATH | clip:ID_OR_PATH, joined with +)")
 
 
 def _fit(features: np.ndarray, labels: list[str], groups: list[str], seed: int) -> Any:
