@@ -95,7 +95,8 @@ class OpenClipEncoder:
         out = []
         with self._torch.no_grad():
             for start in range(0, len(images), self.batch_size):
-                batch = [self._preprocess(load_image(i)) for i in images[start:start + self.batch_size]]
+                batch = [self._preprocess(load_image(i))
+                         for i in images[start:start + self.batch_size]]
                 feats = self._net.encode_image(self._torch.stack(batch).to(self._device))
                 out.append(feats.float().cpu().numpy())
         return l2_normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
