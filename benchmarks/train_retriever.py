@@ -10,8 +10,14 @@ architecture, random weights), (b) modality-only: the dev captions of the query'
 first, in random order within (expected over 200 random orders). Prints R@1/5/10, MRR, nDCG@10
 with bootstrap 95 % intervals, and the paired bootstrap interval of trained minus each baseline.
 
+With ``--per-domain``, one tower per modality is also trained (``train_retriever(domain=...)``,
+MMed-RAG's domain-specific retrievers, each on its modality's train pairs only) and scored as
+"domain towers + router": the router's predicted modality picks the tower and that
+modality's captions come first.
+
 Usage:
     python benchmarks/train_retriever.py [--data ../shared/data] [--out OUT] [--reuse]
+        [--per-domain]
 """
 
 from __future__ import annotations
@@ -132,6 +138,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-domain", action="store_true",
+                        help="Also train and score one tower per modality (OUT/domain-<M>).")
     parser.add_argument("--val-fraction", type=float, default=0.12,
                         help="Share of MedPix train cases held out for early stopping.")
     args = parser.parse_args()
@@ -164,6 +172,22 @@ def main() -> int:
               f" pairs of held-out train cases), best epoch {summary['best_epoch']} of "
               f"{len(summary['history'])}; wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min "
               f"({args.threads} threads; machine shared with other jobs)")
+    domains = ("CT", "MR")
+    if args.per_domain:
+        for domain in domains:
+            folder = out / f"domain-{domain}"
+            if args.reuse and (folder / "tower.pt").exists():
+                continue
+            cfg = TowerTrainConfig(epochs=args.epochs, size=args.size, width=args.width,
+                                   seed=args.seed)
+            wall = time.perf_counter()
+            summary = train_retriever(medpix / "pairs.jsonl", folder, domain=domain,
+                                      domain_field="modality", subset=("split", "train"),
+                                      val_fraction=args.val_fraction,
+                                      case_text=medpix / "cases.jsonl", config=cfg,
+                                      text_encoder=text, progress=sys.stderr.isatty())
+            print(f"{domain} tower: {summary['train_pairs']} train pairs, best epoch "
+                  f"{summary['best_epoch']}; wall {(time.perf_counter() - wall) / 60:.1f} min")
     rows = read_rows(medpix / "pairs.jsonl", require_text=True)
     dev = [r for r in rows if r.fields["split"] == "dev"]
     captions = text.encode_texts([r.text for r in dev])
@@ -174,6 +198,13 @@ def main() -> int:
                "trained tower": tower_values(trained, dev, captions, relevant),
                "untrained tower": tower_values(_Untrained(trained), dev, captions, relevant),
                "modality-only": modality_only(dev, relevant)}
+    if args.per_domain:
+        per = {d: tower_values(TrainedTowerEncoder(out / f"domain-{d}"), dev, captions,
+                               relevant, routed) for d in domains}
+        chosen = [d if d in per else domains[0] for d in routed]
+        systems = {"domain towers + router": {
+            name: np.array([per[d][name][i] for i, d in enumerate(chosen)])
+            for name in systems["tower + router"]}, **systems}
     print(f"\nMedPix dev: {len(dev)} image queries over {len(dev)} captions "
           f"({len({r.text for r in dev})} distinct); model {out}")
     print_table(systems, "tower + router")
