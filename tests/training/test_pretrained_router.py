@@ -63,5 +63,8 @@ def test_router_over_pretrained_encoder_round_trips(sample_dir: Path, tmp_path: 
 def test_missing_pretrained_model_is_one_clear_error(tmp_path: Path) -> None:
     from mmedrag.training.domain import feature_extractor
 
-    with pytest.raises(MmedragError, match="cannot load image model"):
+    with pytest.raises(MmedragError, match="no such model folder"):
         feature_extractor(f"hf:{tmp_path / 'nothing-here'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MmedragError, match="cannot load image model"):
+        feature_extractor(f"hf:{tmp_path / 'empty'}")

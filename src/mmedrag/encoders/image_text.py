@@ -132,6 +132,8 @@ class TransformersImageEncoder:
         from transformers import AutoImageProcessor, AutoModel
 
         self._torch = torch
+        if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+            raise MmedragError(f"{model}: no such model folder (give a local folder or a hub id)")
         try:
             self._processor = AutoImageProcessor.from_pretrained(model, use_fast=False)
             self._net = AutoModel.from_pretrained(model).to(device).eval()
