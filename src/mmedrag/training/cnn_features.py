@@ -91,6 +91,7 @@ def train_cnn(pixels: np.ndarray, labels: list[str], epochs: int = 30, batch_siz
     """
     import torch
     import torch.nn.functional as F
+    from tqdm.auto import tqdm
 
     torch.set_num_threads(2)
     torch.manual_seed(seed)
@@ -105,7 +106,8 @@ def train_cnn(pixels: np.ndarray, labels: list[str], epochs: int = 30, batch_siz
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    for epoch in range(epochs):
+    bar = tqdm(range(epochs), desc="router cnn", unit="epoch", disable=not progress)
+    for _epoch in bar:
         order = torch.randperm(len(labels), generator=generator)
         total = 0.0
         for start in range(0, len(labels), batch_size):
@@ -117,8 +119,7 @@ def train_cnn(pixels: np.ndarray, labels: list[str], epochs: int = 30, batch_siz
             optimiser.step()
             schedule.step()
             total += float(loss.detach()) * len(idx)
-        if progress:
-            print(f"cnn epoch {epoch + 1}/{epochs}: loss {total / len(labels):.3f}", flush=True)
+        bar.set_postfix(loss=f"{total / len(labels):.3f}")
     model.eval()
     return model, classes
 
