@@ -158,14 +158,20 @@ def main() -> int:
         return 2
     out = Path(args.out or tempfile.mkdtemp(prefix="tower-"))
     text = SentenceTransformerEncoder()
-    if not args.reuse:
+
+    def train(folder: Path, domain: str | None = None) -> dict:
+        """One tower on MedPix train (optionally one modality), the same settings for all."""
         cfg = TowerTrainConfig(epochs=args.epochs, size=args.size, width=args.width,
                                seed=args.seed)
+        return train_retriever(medpix / "pairs.jsonl", folder, domain=domain,
+                               domain_field="modality", subset=("split", "train"),
+                               val_fraction=args.val_fraction,
+                               case_text=medpix / "cases.jsonl", config=cfg,
+                               text_encoder=text, progress=sys.stderr.isatty())
+
+    if not args.reuse:
         wall, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_utime
-        summary = train_retriever(medpix / "pairs.jsonl", out, subset=("split", "train"),
-                                  val_fraction=args.val_fraction,
-                                  case_text=medpix / "cases.jsonl", config=cfg,
-                                  text_encoder=text, progress=sys.stderr.isatty())
+        summary = train(out)
         wall = time.perf_counter() - wall
         cpu = resource.getrusage(resource.RUSAGE_SELF).ru_utime - cpu
         print(f"trained on {summary['train_pairs']} train pairs (validation {summary['val_pairs']}"
@@ -178,14 +184,8 @@ def main() -> int:
             folder = out / f"domain-{domain}"
             if args.reuse and (folder / "tower.pt").exists():
                 continue
-            cfg = TowerTrainConfig(epochs=args.epochs, size=args.size, width=args.width,
-                                   seed=args.seed)
             wall = time.perf_counter()
-            summary = train_retriever(medpix / "pairs.jsonl", folder, domain=domain,
-                                      domain_field="modality", subset=("split", "train"),
-                                      val_fraction=args.val_fraction,
-                                      case_text=medpix / "cases.jsonl", config=cfg,
-                                      text_encoder=text, progress=sys.stderr.isatty())
+            summary = train(folder, domain)
             print(f"{domain} tower: {summary['train_pairs']} train pairs, best epoch "
                   f"{summary['best_epoch']}; wall {(time.perf_counter() - wall) / 60:.1f} min")
     rows = read_rows(medpix / "pairs.jsonl", require_text=True)

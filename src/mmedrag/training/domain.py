@@ -79,16 +79,17 @@ def feature_extractor(spec: str, folder: str | Path | None = None) -> Any:
         from mmedrag.encoders.image_text import ThumbnailImageEncoder
 
         return ThumbnailImageEncoder()
-    if spec.startswith("tower:"):
-        return TowerTrunkFeatures(spec.split(":", 1)[1])
-    if spec.startswith("hf:"):
+    kind, _, target = spec.partition(":")
+    if kind == "tower" and target:
+        return TowerTrunkFeatures(target)
+    if kind == "hf" and target:
         from mmedrag.encoders.image_text import TransformersImageEncoder
 
-        return TransformersImageEncoder(spec.split(":", 1)[1])
-    if spec.startswith("clip:"):
+        return TransformersImageEncoder(target)
+    if kind == "clip" and target:
         from mmedrag.encoders.image_text import OpenClipEncoder
 
-        return OpenClipEncoder(spec.split(":", 1)[1])
+        return OpenClipEncoder(target)
     raise UsageError(f"unknown image features {spec!r} (handcrafted | thumbnail | cnn | "
                      "tower:PATH | hf:ID_OR_PATH | clip:ID_OR_PATH, joined with +)")
 
@@ -188,12 +189,17 @@ def _train_cnn(rows: list[Row], out_dir: Path, seed: int, progress: bool, epochs
     save_cnn(model, classes, out_dir / CNN_FILE)
 
 
-def _encode(extractor: Any, rows: list[Row], progress: bool) -> np.ndarray:
+def _encode(extractor: Any, rows: list[Row], progress: bool, batch: int = 32) -> np.ndarray:
+    """Features of the rows' images, in batches (model-backed extractors batch on their own)."""
     from tqdm.auto import tqdm
 
-    out = [extractor.encode_images([r.image])[0]
-           for r in tqdm(rows, disable=not progress, desc="features", unit="img")]
-    return np.stack(out)
+    out = []
+    with tqdm(total=len(rows), disable=not progress, desc="features", unit="img") as bar:
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            out.append(extractor.encode_images([r.image for r in chunk]))
+            bar.update(len(chunk))
+    return np.concatenate(out)
 
 
 class DomainRouter:
