@@ -4,7 +4,8 @@
 2. Three classes from MedPix (CT, MR; official train/dev split, by case) and covid-cxr (X-ray,
    CT; 20 % of patients held out), so a tower trained on MedPix train never sees a test image.
 
-Each with the router's default features (``handcrafted``), any other ``--features`` specs (e.g.
+Each with the router's default features (``handcrafted+imagenet``: grey-level statistics and a
+frozen ImageNet EfficientNet-Lite0), any other ``--features`` specs (``handcrafted``, ``imagenet``,
 ``cnn``: a 128 px CNN trained per task on the training split only, 30 epochs, about 4-5 min a
 task on 2 CPU cores), and, when ``--tower PATH`` names a trained image tower (``mmedrag train
 retriever``; trained on MedPix *train* only), hand-crafted + tower features.
@@ -12,7 +13,7 @@ Prints accuracy with a bootstrap 95 % interval, the confusion matrix and the wal
 
 Usage:
     python -u benchmarks/domain_id.py [--data ../shared/data]
-        [--features handcrafted,cnn]
+        [--features handcrafted+imagenet,handcrafted,imagenet,handcrafted+cnn]
         [--tower models/medpix-tower]
 """
 
@@ -58,7 +59,7 @@ def main() -> int:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--tower", default=None, help="Trained tower folder for extra features.")
     parser.add_argument("--tasks", default="medpix,mixed", help="medpix, mixed, or both.")
-    parser.add_argument("--features", default="handcrafted",
+    parser.add_argument("--features", default="handcrafted+imagenet",
                         help="Comma-separated feature specs (default: the router's default).")
     args = parser.parse_args()
     data = Path(args.data)

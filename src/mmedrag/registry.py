@@ -25,6 +25,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "thumbnail": "mmedrag.encoders.image_text:ThumbnailImageEncoder",
         "open_clip": "mmedrag.encoders.image_text:OpenClipEncoder",
         "transformers_image": "mmedrag.encoders.image_text:TransformersImageEncoder",
+        "imagenet": "mmedrag.encoders.efficientnet:ImageNetFeatures",
         "tower": "mmedrag.training.retriever:TrainedTowerEncoder",
     },
     "store": {

