@@ -70,11 +70,11 @@ def test_saved_retriever_loads_and_embeds_like_the_trained_model(sample_dir: Pat
     best = torch.load(tmp_path / "t" / "best.pt", weights_only=False)
     encoder.model.load_state_dict(best["model"])
     from mmedrag.training.data import preload_images
-    from mmedrag.training.retriever import handcrafted_features
+    from mmedrag.training.retriever import extra_features
 
-    assert encoder.model.extra_dim == 468
+    assert encoder.extra_spec == "handcrafted+imagenet" and encoder.model.extra_dim == 468 + 1280
     direct = embed_pixels(encoder.model, preload_images(images, encoder.size),
-                          extra=handcrafted_features(images))
+                          extra=extra_features(images, "handcrafted+imagenet"))
     assert (tmp_path / "t" / "memory.npz").exists() and encoder.memory_mix == 0.5
     assert not np.allclose(direct, vectors, atol=1e-3)  # blended with the neighbours' reports
     encoder._memory = None
@@ -101,3 +101,17 @@ def test_image_text_retriever_searches_the_text_store(sample_dir: Path, tmp_path
         ImageToTextRetriever.from_index(other, {"path": str(tmp_path / "t")})
     with pytest.raises(UsageError):
         TrainedTowerEncoder(tmp_path / "missing")
+
+
+def test_extra_feature_specs_and_older_towers() -> None:
+    from mmedrag.training.retriever import extra_features, saved_extra_spec
+
+    with pytest.raises(UsageError, match="unknown tower extra features 'sift'"):
+        extra_features([], "handcrafted+sift")
+    # towers saved before the spec existed took the hand-crafted features
+    assert saved_extra_spec({"tower": {"extra_dim": 468}, "train": {"handcrafted": True}}) \
+        == "handcrafted"
+    assert saved_extra_spec({"tower": {"extra_dim": 0}, "train": {}}) == ""
+    assert saved_extra_spec({"tower": {"extra_dim": 1748},
+                             "train": {"extra_features": "handcrafted+imagenet"}}) \
+        == "handcrafted+imagenet"

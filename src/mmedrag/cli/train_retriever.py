@@ -26,6 +26,7 @@ def retriever_command(
     batch_size: int = typer.Option(64, help="In-batch negatives per step."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (one-cycle)."),
     size: int = typer.Option(64, help="Image side in pixels (tower)."),
+    extra_features: str = typer.Option("handcrafted+imagenet", help="Fixed per-image features beside the pixels (tower): handcrafted | imagenet (frozen EfficientNet-Lite0), joined with +; 'none' for pixels only."),
     patience: int = typer.Option(8, help="Stop after this many epochs without a better validation recall."),
     seed: int = typer.Option(0, help="Random seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
@@ -53,7 +54,8 @@ def retriever_command(
         from mmedrag.training.retriever import train_retriever
 
         cfg = TowerTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, size=size,
-                               patience=patience, seed=seed)
+                               patience=patience, seed=seed,
+                               extra_features="" if extra_features == "none" else extra_features)
         summary = train_retriever(
             manifest, out, domain=domain, domain_field=domain_field, text_field=text_field,
             split_field=split_field, val_fraction=val_fraction, subset=pair,  # type: ignore[arg-type]

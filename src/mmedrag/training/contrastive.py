@@ -46,7 +46,9 @@ class TowerTrainConfig:
     monitor: str = "MRR"
     dropout: float = 0.3
     threads: int = 0
-    handcrafted: bool = True
+    # fixed per-image features beside the pixels: "handcrafted", "imagenet" (frozen
+    # EfficientNet-Lite0), joined with "+"; "" for pixels only
+    extra_features: str = "handcrafted+imagenet"
 
 
 @dataclass

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -65,15 +66,43 @@ def encode_unique(text_encoder: Any, texts: list[str]) -> np.ndarray:
     return vectors[[where[t] for t in texts]]
 
 
-def handcrafted_features(images: list[Any]) -> np.ndarray:
-    """Fixed full-resolution features (histograms, gradients, shape) the tower can take in."""
+EXTRA_FEATURES = ("handcrafted", "imagenet")
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet() -> Any:
+    from mmedrag.encoders.efficientnet import ImageNetFeatures
+
+    return ImageNetFeatures()
+
+
+def extra_features(images: list[Any], spec: str = "handcrafted") -> np.ndarray:
+    """Fixed per-image features the tower takes in beside its pixels: ``handcrafted`` (grey
+    histograms, gradients, shape; 468 values) and/or ``imagenet`` (the frozen ImageNet
+    EfficientNet-Lite0's 1,280 pooled features), joined with ``+``."""
     from mmedrag.training.image_features import HandcraftedImageFeatures
 
-    return HandcraftedImageFeatures(native=False).encode_images(images)
+    parts = []
+    for part in spec.split("+"):
+        if part == "handcrafted":
+            parts.append(HandcraftedImageFeatures(native=False).encode_images(images))
+        elif part == "imagenet":
+            parts.append(_imagenet().encode_images(images))
+        else:
+            raise UsageError(f"unknown tower extra features {part!r} "
+                             f"({' | '.join(EXTRA_FEATURES)}, joined with +)")
+    return np.concatenate(parts, axis=1)
+
+
+def saved_extra_spec(meta: dict[str, Any]) -> str:
+    """The extra-feature spec a saved tower was trained with (older towers: hand-crafted)."""
+    if not int(meta["tower"].get("extra_dim", 0)):
+        return ""
+    return str(meta.get("train", {}).get("extra_features", "handcrafted"))
 
 
 def build_pair_set(rows: list[Row], text_encoder: Any, size: int, labels: dict[str, list[str]],
-                   case_texts: dict[str, str] | None = None, handcrafted: bool = False) -> PairSet:
+                   case_texts: dict[str, str] | None = None, extra: str = "") -> PairSet:
     """Preload pixels and embed the reports (and case texts) of ``rows``."""
     texts = [r.text for r in rows]
     vectors = encode_unique(text_encoder, texts)
@@ -83,9 +112,9 @@ def build_pair_set(rows: list[Row], text_encoder: Any, size: int, labels: dict[s
         case_vectors = encode_unique(text_encoder, joined)
     codes = {name: [values.index(r.fields[name]) if r.fields.get(name) in values else -1
                     for r in rows] for name, values in labels.items()}
-    extra = handcrafted_features([r.image for r in rows]) if handcrafted else None
+    fixed = extra_features([r.image for r in rows], extra) if extra else None
     return PairSet(preload_images(rows, size), texts, vectors, [r.group for r in rows], codes,
-                   case_vectors, extra)
+                   case_vectors, fixed)
 
 
 def default_text_encoder() -> Any:
@@ -125,8 +154,8 @@ def train_retriever(manifest: str | Path, out_dir: str | Path, domain: str | Non
     encoder = text_encoder or default_text_encoder()
     labels = label_maps(train_rows, aux_fields)
     cases = read_case_texts(case_text) if case_text else None
-    train = build_pair_set(train_rows, encoder, cfg.size, labels, cases, cfg.handcrafted)
-    val = build_pair_set(val_rows, encoder, cfg.size, labels, handcrafted=cfg.handcrafted)
+    train = build_pair_set(train_rows, encoder, cfg.size, labels, cases, cfg.extra_features)
+    val = build_pair_set(val_rows, encoder, cfg.size, labels, extra=cfg.extra_features)
     text_cfg = encoder.config() if hasattr(encoder, "config") else {"name": encoder.name}
     meta = {"domain": domain, "domain_field": domain_field, "labels": labels,
             "text_encoder": {**text_cfg, "name_id": encoder.name, "version": encoder.version,
@@ -190,6 +219,7 @@ class TrainedTowerEncoder:
         self.model.load_state_dict(torch.load(self.path / "tower.pt", map_location="cpu"))
         self.model.eval()
         self.size = int(self.meta["size"])
+        self.extra_spec = saved_extra_spec(self.meta)
         text = self.meta.get("text_encoder", {})
         self.text_name = str(text.get("name_id", ""))
         self.name = f"tower:{self.path.name}"
@@ -223,7 +253,7 @@ class TrainedTowerEncoder:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         images = list(images)
-        extra = handcrafted_features(images) if self.model.extra_dim else None
+        extra = extra_features(images, self.extra_spec) if self.extra_spec else None
         queries = l2_normalise(embed_pixels(self.model, preload_images(images, self.size),
                                             extra=extra))
         return self._with_memory(queries)
@@ -234,7 +264,7 @@ class TrainedTowerEncoder:
 
         images = list(images)
         pixels = preload_images(images, self.size)
-        extra = handcrafted_features(images) if self.model.extra_dim else None
+        extra = extra_features(images, self.extra_spec) if self.extra_spec else None
         self.model.eval()
         with torch.no_grad():
             tensor = torch.from_numpy(pixels).float().div_(255).unsqueeze(1)
