@@ -36,7 +36,7 @@ def test_port_reproduces_imagenet_classes(encoder: ImageNetFeatures) -> None:
     assert flower[0][0] == DAISY
     assert {index for index, _ in temple} & TEMPLE
     assert temple[0][0] in TEMPLE
-    assert all(p1 >= p2 for (_, p1), (_, p2) in zip(flower, flower[1:]))
+    assert all(p1 >= p2 for (_, p1), (_, p2) in zip(flower, flower[1:], strict=False))
 
 
 def test_features_are_normalised_and_mirror_invariant(encoder: ImageNetFeatures,

@@ -6,9 +6,9 @@ The network is rebuilt here (16 MBConv blocks, ReLU6, no squeeze-excitation, Ten
 padding, inputs scaled as (x - 127) / 128) with the state-dict names of that file; a test checks
 it on scikit-learn's sample photographs (the flower is a daisy, the temple a palace or bell cote).
 
-Its pooled 1,280 features, averaged over the image and its mirror and L2-normalised, are the ``imagenet`` features
-of the domain router: a frozen linear probe on them separates MedPix CT from MR far better than
-features learnt from 1,650 images alone (see benchmarks/README.md, domain_id).
+Its pooled 1,280 features, averaged over the image and its mirror and L2-normalised, are the
+``imagenet`` features of the domain router: a frozen linear probe on them separates MedPix CT
+from MR far better than features learnt from 1,650 images alone (benchmarks/README.md).
 
 Example:
     >>> enc = ImageNetFeatures()                                       # doctest: +SKIP
