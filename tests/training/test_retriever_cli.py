@@ -64,3 +64,11 @@ def test_train_retriever_registers_and_is_used_by_eval(sample_dir: Path, small_i
     code = main(["train", "retriever", manifest, "--out", str(tmp_path / "t2"), "--domain", "LEG",
                  "--domain-field", "domain"])
     assert code == 2 and "no rows with domain='LEG'" in capsys.readouterr().err
+
+
+def test_train_retriever_refuses_unknown_extra_features(sample_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "retriever", str(sample_dir / "pairs.jsonl"), "--out",
+                 str(tmp_path / "t"), "--extra-features", "handcrafted+sift"])
+    assert code == 2 and "--extra-features: unknown 'sift'" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

@@ -51,7 +51,12 @@ def retriever_command(
 
         opened = Index.open(index)
     if model == "tower":
-        from mmedrag.training.retriever import train_retriever
+        from mmedrag.training.retriever import EXTRA_FEATURES, train_retriever
+
+        unknown = [p for p in extra_features.split("+") if p not in (*EXTRA_FEATURES, "none")]
+        if unknown:
+            raise UsageError(f"--extra-features: unknown {unknown[0]!r} "
+                             f"({' | '.join(EXTRA_FEATURES)}, joined with +; or none)")
 
         cfg = TowerTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, size=size,
                                patience=patience, seed=seed,
