@@ -149,8 +149,8 @@ class ImageNetFeatures:
     """Frozen EfficientNet-Lite0 (ImageNet) features: 1,280 pooled values, mirror-averaged and
     L2-normalised (so they also serve image→image search as the ``imagenet`` image encoder).
 
-    Images are converted to grey and letterboxed to 224 px (medical scans are grey; colour
-    photographs lose their colour, which the router's features never use).
+    Images are converted to grey and letterboxed to 224 px, whole (medical scans are grey; a
+    colour photograph's colour is dropped here).
     """
 
     def __init__(self, weights: str | Path | None = None, batch_size: int = 32,
