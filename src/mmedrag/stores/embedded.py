@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
 """
 _RESERVED = frozenset({"id", "text", "image", "domain", "title"})
+# the saved HNSW graph: one node per distinct vector, ids = matrix rows (IndexIDMap2)
+GRAPH_FORMAT = "hnsw-distinct/1"
 
 
 class EmbeddedStore:
@@ -231,16 +233,55 @@ class EmbeddedStore:
 
     def _approximate(self, queries: np.ndarray, k: int, mask: np.ndarray | None
                      ) -> tuple[np.ndarray, np.ndarray]:
+        """HNSW search over distinct vectors; each hit is expanded to the rows that share its
+        vector (boilerplate passages repeat hundreds of times in real corpora; as graph nodes,
+        such copies trap the greedy search — MedQuAD's 41k chunks lost 6 % recall@10)."""
         import faiss
 
         index = self._graph()
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.ef_search, k)
+        rep_of = self._rep_array()
         if mask is not None:
-            selector = faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64))
-            params.sel = selector
-        scores, rows = index.search(queries, k, params=params)
-        return rows, scores
+            reps = np.unique(rep_of[mask])
+            params.sel = faiss.IDSelectorBatch(reps.astype(np.int64))
+        scores, nodes = index.search(queries, k, params=params)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        out = np.zeros((len(queries), k), dtype=np.float32)
+        for q in range(len(queries)):
+            filled = 0
+            for node, score in zip(nodes[q], scores[q]):
+                if node < 0 or filled == k:
+                    continue
+                for row in (int(node), *self._copies.get(int(node), ())):
+                    if filled < k and (mask is None or mask[row]):
+                        rows[q, filled], out[q, filled] = row, score
+                        filled += 1
+        return rows, out
+
+    def _rep_array(self) -> np.ndarray:
+        if self._rep_cache is None or len(self._rep_cache) != len(self._rep_of):
+            self._rep_cache = np.asarray(self._rep_of, dtype=np.int64)
+        return self._rep_cache
+
+    def _add_to_graph(self, start: int) -> None:
+        """Put rows ``start:`` of the matrix in the graph: a row whose vector an earlier row
+        already has becomes that row's copy instead of a node."""
+        matrix = self._matrix()
+        rows, vectors = [], []
+        for row in range(start, len(self._ids)):
+            key = matrix[row].tobytes()
+            first = self._first_of.get(key)
+            if first is None:
+                self._first_of[key] = row
+                self._rep_of.append(row)
+                rows.append(row)
+                vectors.append(matrix[row])
+            else:
+                self._rep_of.append(first)
+                self._copies.setdefault(first, []).append(row)
+        if rows and self._ann is not None:
+            self._ann.add_with_ids(np.stack(vectors), np.asarray(rows, dtype=np.int64))
 
     def _graph(self) -> Any:
         import faiss
@@ -248,7 +289,7 @@ class EmbeddedStore:
         if self._ann is None:
             self._ann = self._load_graph()
         if self._ann_covers < len(self._ids):
-            self._ann.add(self._matrix()[self._ann_covers:])
+            self._add_to_graph(self._ann_covers)
             self._ann_covers = len(self._ids)
             self._ann_dirty = True
         assert isinstance(self._ann, faiss.Index)
@@ -259,22 +300,42 @@ class EmbeddedStore:
 
         meta_path, graph_path = self.path / "hnsw.json", self.path / "hnsw.faiss"
         epoch = self._state("delete_epoch") or "0"
+        self._first_of: dict[bytes, int] = {}
+        self._rep_of: list[int] = []
+        self._copies: dict[int, list[int]] = {}
+        self._rep_cache: np.ndarray | None = None
         if meta_path.exists() and graph_path.exists():
             try:
                 meta = json.loads(meta_path.read_text())
                 index = (faiss.read_index(str(graph_path))
-                         if meta.get("epoch") == epoch and meta.get("m") == self.m else None)
+                         if meta.get("epoch") == epoch and meta.get("m") == self.m
+                         and meta.get("format") == GRAPH_FORMAT else None)
             except (ValueError, RuntimeError):  # torn cache file: rebuild
                 index = None
             # the graph file is replaced before its sidecar: a crash between the two leaves
             # counts that disagree, and the graph is rebuilt rather than trusted
-            if index is not None and index.ntotal == meta.get("rows") <= len(self._ids):
-                self._ann_covers = int(index.ntotal)
-                return index
-        index = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = self.ef_construction
+            rows = int(meta.get("rows", -1)) if index is not None else -1
+            if index is not None and 0 <= rows <= len(self._ids):
+                self._add_to_graph_maps_only(rows)
+                if index.ntotal == meta.get("nodes") == len(self._first_of):
+                    self._ann_covers = rows
+                    return index
+                self._first_of, self._rep_of, self._copies = {}, [], {}
+        index = faiss.IndexIDMap2(faiss.IndexHNSWFlat(self.dim, self.m,
+                                                      faiss.METRIC_INNER_PRODUCT))
+        faiss.downcast_index(index.index).hnsw.efConstruction = self.ef_construction
         self._ann_covers = 0
         return index
+
+    def _add_to_graph_maps_only(self, rows: int) -> None:
+        """Rebuild the copy maps of the first ``rows`` rows (their graph was loaded from disk)."""
+        matrix = self._matrix()
+        for row in range(rows):
+            key = matrix[row].tobytes()
+            first = self._first_of.setdefault(key, row)
+            self._rep_of.append(first)
+            if first != row:
+                self._copies.setdefault(first, []).append(row)
 
     def save_graph(self) -> None:
         """Persist the HNSW graph atomically (a cache: losing it only costs a rebuild)."""
@@ -285,7 +346,8 @@ class EmbeddedStore:
         tmp = self.path / "hnsw.faiss.tmp"
         faiss.write_index(self._ann, str(tmp))
         os.replace(tmp, self.path / "hnsw.faiss")
-        meta = {"rows": self._ann_covers, "epoch": self._state("delete_epoch") or "0", "m": self.m}
+        meta = {"rows": self._ann_covers, "nodes": int(self._ann.ntotal), "m": self.m,
+                "epoch": self._state("delete_epoch") or "0", "format": GRAPH_FORMAT}
         (self.path / "hnsw.json.tmp").write_text(json.dumps(meta))
         os.replace(self.path / "hnsw.json.tmp", self.path / "hnsw.json")
         self._ann_dirty = False
