@@ -127,7 +127,8 @@ def test_repeated_vectors_are_one_graph_node_and_every_copy_is_found(tmp_path: P
     queries = vectors[np.r_[0:100, 280:300]]
     approx, exact = store.search(queries, k=10), store.search(queries, k=10, exact=True)
     # tie-aware recall@10 (copies of one vector are interchangeable)
-    found = [sum(h.score >= e[-1].score - 1e-5 for h in a) / 10 for a, e in zip(approx, exact)]
+    found = [sum(h.score >= e[-1].score - 1e-5 for h in a) / 10
+             for a, e in zip(approx, exact, strict=True)]
     assert float(np.mean(found)) >= 0.95
     hits = store.search(vectors[100:101], k=12)[0]
     assert len(hits) == 12 and {h.id for h in hits} <= {f"v{i}" for i in range(100, 280)}

@@ -250,7 +250,7 @@ class EmbeddedStore:
         out = np.zeros((len(queries), k), dtype=np.float32)
         for q in range(len(queries)):
             filled = 0
-            for node, score in zip(nodes[q], scores[q]):
+            for node, score in zip(nodes[q], scores[q], strict=True):
                 if node < 0 or filled == k:
                     continue
                 for row in (int(node), *self._copies.get(int(node), ())):
