@@ -13,6 +13,7 @@ L2-normalised vectors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -39,6 +40,11 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
 _RESERVED = frozenset({"id", "text", "image", "domain", "title"})
 # the saved HNSW graph: one node per distinct vector, ids = matrix rows (IndexIDMap2)
 GRAPH_FORMAT = "hnsw-distinct/1"
+
+
+def _digest(vector: np.ndarray) -> bytes:
+    """128-bit digest of a vector's bytes (the key of its copies; 16 bytes, not 4·dim)."""
+    return hashlib.blake2b(vector.tobytes(), digest_size=16).digest()
 
 
 class EmbeddedStore:
@@ -270,7 +276,7 @@ class EmbeddedStore:
         matrix = self._matrix()
         rows, vectors = [], []
         for row in range(start, len(self._ids)):
-            key = matrix[row].tobytes()
+            key = _digest(matrix[row])
             first = self._first_of.get(key)
             if first is None:
                 self._first_of[key] = row
@@ -331,7 +337,7 @@ class EmbeddedStore:
         """Rebuild the copy maps of the first ``rows`` rows (their graph was loaded from disk)."""
         matrix = self._matrix()
         for row in range(rows):
-            key = matrix[row].tobytes()
+            key = _digest(matrix[row])
             first = self._first_of.setdefault(key, row)
             self._rep_of.append(first)
             if first != row:
