@@ -68,3 +68,22 @@ def test_registered_and_named_by_feature_specs() -> None:
     assert REGISTRY.get("image_encoder", "imagenet") is ImageNetFeatures
     features = feature_extractor(DEFAULT_FEATURES)
     assert features.name == "handcrafted+imagenet" and features.dim == 557 + 1280
+
+
+def test_index_with_imagenet_image_encoder_finds_each_image_first(sample_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    from mmedrag.config import Component, IndexConfig
+    from mmedrag.index import Index
+    from mmedrag.ingest.manifest import read_manifest
+
+    config = IndexConfig(text_encoder=Component(name="hashing"),
+                         image_encoder=Component(name="imagenet"))
+    index = Index.open(tmp_path / "idx", create=True, config=config)
+    records = read_manifest(sample_dir / "pairs.jsonl").records[:8]
+    index.add(records)
+    index.close()
+    reopened = Index.open(tmp_path / "idx")
+    assert reopened.meta["image_encoder"]["dim"] == 1280
+    queries = reopened.image_encoder.encode_images([r.image for r in records])
+    for record, hits in zip(records, reopened.image_store.search(queries, k=3), strict=True):
+        assert hits[0].id == record.id and hits[0].score == pytest.approx(1.0, abs=1e-4)
