@@ -44,7 +44,9 @@ class Component(BaseModel):
 class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text_encoder: Component = Component(name="sentence-transformers")
-    image_encoder: Component | None = Component(name="thumbnail")
+    # image→image search: frozen ImageNet EfficientNet-Lite0 (MedPix similar-modality P@5 0.916
+    # against 0.714 for the weight-free "thumbnail", which indexes ~100× faster)
+    image_encoder: Component | None = Component(name="imagenet")
     store: Component = Component(name="embedded")
     bm25: bool = True
     chunk_tokens: int = 100
