@@ -3,6 +3,7 @@ mirror-invariant and normalised, bad weights are one clear error, and the router
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,30 @@ def test_index_with_imagenet_image_encoder_finds_each_image_first(sample_dir: Pa
     queries = reopened.image_encoder.encode_images([r.image for r in records])
     for record, hits in zip(records, reopened.image_store.search(queries, k=3), strict=True):
         assert hits[0].id == record.id and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_files_and_bytes_are_encoded_once(encoder: ImageNetFeatures, sample_dir: Path,
+                                          tmp_path: Path) -> None:
+    from mmedrag.encoders import efficientnet
+
+    path = tmp_path / "scan.jpg"
+    path.write_bytes(next((sample_dir / "images").glob("*.jpg")).read_bytes())
+    calls: list[int] = []
+    original = encoder.encode_pixels
+    def counting(pixels: np.ndarray) -> np.ndarray:
+        calls.append(len(pixels))
+        return original(pixels)
+
+    encoder.encode_pixels = counting  # type: ignore[method-assign]
+    try:
+        first = encoder.encode_images([path, path.read_bytes()])
+        again = encoder.encode_images([path, path.read_bytes(), Image.open(path)])
+    finally:
+        del encoder.encode_pixels
+    assert calls == [2, 1]  # the PIL image has no content key; the file and bytes were cached
+    np.testing.assert_allclose(again[:2], first, atol=0)
+    np.testing.assert_allclose(again[2], first[0], atol=1e-5)
+    path.write_bytes(next(p for p in sorted((sample_dir / "images").glob("*.jpg"))
+                          if p.read_bytes() != path.read_bytes()).read_bytes())
+    os.utime(path, ns=(1, 1))  # a rewritten file has a new key
+    assert efficientnet._cache_key(encoder.weights, path) not in efficientnet._CACHE

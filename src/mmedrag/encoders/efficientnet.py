@@ -18,7 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +148,31 @@ def to_input(pixels: np.ndarray) -> Any:
     return (batch - 127.0) / 128.0
 
 
+_CACHE: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
+_LOCK = threading.Lock()
+CACHE_SIZE = 2048
+
+
+def _cache_key(weights: str, image: Any) -> tuple[str, ...] | None:
+    """(weights, file path, mtime) for a file, (weights, digest) for bytes; None otherwise."""
+    if isinstance(image, (bytes, bytearray)):
+        return weights, hashlib.blake2b(bytes(image), digest_size=16).hexdigest()
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if path.is_file():
+            return weights, str(path.resolve()), str(path.stat().st_mtime_ns)
+    return None
+
+
+def _remember(key: tuple[str, ...], vector: np.ndarray) -> None:
+    vector = vector.copy()
+    vector.setflags(write=False)
+    with _LOCK:
+        _CACHE[key] = vector
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+
+
 class ImageNetFeatures:
     """Frozen EfficientNet-Lite0 (ImageNet) features: 1,280 pooled values, mirror-averaged and
     L2-normalised (so they also serve image→image search as the ``imagenet`` image encoder).
@@ -180,11 +208,25 @@ class ImageNetFeatures:
         return l2_normalise(np.concatenate(out).astype(np.float32))
 
     def encode_images(self, images: list[Any]) -> np.ndarray:
+        """Features of images (paths, bytes, PIL images). Files and bytes are cached by content
+        key: one query image is encoded once, though the router, the tower and the image store
+        each ask for it."""
         from mmedrag.training.data import letterbox
 
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode_pixels(np.stack([letterbox(image, INPUT) for image in images]))
+        keys = [_cache_key(self.weights, image) for image in images]
+        with _LOCK:
+            known = {i: _CACHE[key] for i, key in enumerate(keys)
+                     if key is not None and key in _CACHE}
+        missing = [i for i in range(len(images)) if i not in known]
+        if missing:
+            fresh = self.encode_pixels(np.stack([letterbox(images[i], INPUT) for i in missing]))
+            for i, vector in zip(missing, fresh, strict=True):
+                known[i] = vector
+                if keys[i] is not None:
+                    _remember(keys[i], vector)
+        return np.stack([known[i] for i in range(len(images))])
 
     def classify(self, images: list[Any], top: int = 5) -> list[list[tuple[int, float]]]:
         """ImageNet class indices and probabilities (RGB, resized to 224): checks the weights."""

@@ -271,23 +271,24 @@ class EmbeddedStore:
         return self._rep_cache
 
     def _add_to_graph(self, start: int) -> None:
-        """Put rows ``start:`` of the matrix in the graph: a row whose vector an earlier row
-        already has becomes that row's copy instead of a node."""
-        matrix = self._matrix()
-        rows, vectors = [], []
-        for row in range(start, len(self._ids)):
-            key = _digest(matrix[row])
-            first = self._first_of.get(key)
-            if first is None:
-                self._first_of[key] = row
-                self._rep_of.append(row)
-                rows.append(row)
-                vectors.append(matrix[row])
-            else:
-                self._rep_of.append(first)
-                self._copies.setdefault(first, []).append(row)
+        """Put rows ``start:`` of the matrix in the graph (copies of a node join the node)."""
+        rows = self._track_copies(start, len(self._ids))
         if rows and self._ann is not None:
-            self._ann.add_with_ids(np.stack(vectors), np.asarray(rows, dtype=np.int64))
+            self._ann.add_with_ids(self._matrix()[rows], np.asarray(rows, dtype=np.int64))
+
+    def _track_copies(self, start: int, stop: int) -> list[int]:
+        """Map rows ``start:stop`` to the first row with the same vector; return the rows that
+        are new graph nodes (the others become their node's copies)."""
+        matrix = self._matrix()
+        nodes = []
+        for row in range(start, stop):
+            first = self._first_of.setdefault(_digest(matrix[row]), row)
+            self._rep_of.append(first)
+            if first == row:
+                nodes.append(row)
+            else:
+                self._copies.setdefault(first, []).append(row)
+        return nodes
 
     def _graph(self) -> Any:
         import faiss
@@ -322,7 +323,7 @@ class EmbeddedStore:
             # counts that disagree, and the graph is rebuilt rather than trusted
             rows = int(meta.get("rows", -1)) if index is not None else -1
             if index is not None and 0 <= rows <= len(self._ids):
-                self._add_to_graph_maps_only(rows)
+                self._track_copies(0, rows)  # the loaded graph holds these rows' nodes
                 if index.ntotal == meta.get("nodes") == len(self._first_of):
                     self._ann_covers = rows
                     return index
@@ -332,16 +333,6 @@ class EmbeddedStore:
         faiss.downcast_index(index.index).hnsw.efConstruction = self.ef_construction
         self._ann_covers = 0
         return index
-
-    def _add_to_graph_maps_only(self, rows: int) -> None:
-        """Rebuild the copy maps of the first ``rows`` rows (their graph was loaded from disk)."""
-        matrix = self._matrix()
-        for row in range(rows):
-            key = _digest(matrix[row])
-            first = self._first_of.setdefault(key, row)
-            self._rep_of.append(first)
-            if first != row:
-                self._copies.setdefault(first, []).append(row)
 
     def save_graph(self) -> None:
         """Persist the HNSW graph atomically (a cache: losing it only costs a rebuild)."""
