@@ -79,15 +79,15 @@ def feature_extractor(spec: str, folder: str | Path | None = None) -> Any:
         from mmedrag.training.image_features import HandcraftedImageFeatures
 
         return HandcraftedImageFeatures()
-    if spec == "imagenet" or spec.startswith("imagenet:"):
-        from mmedrag.encoders.efficientnet import ImageNetFeatures
-
-        return ImageNetFeatures(spec.partition(":")[2] or None)
     if spec == "thumbnail":
         from mmedrag.encoders.image_text import ThumbnailImageEncoder
 
         return ThumbnailImageEncoder()
     kind, _, target = spec.partition(":")
+    if kind == "imagenet":
+        from mmedrag.encoders.efficientnet import ImageNetFeatures
+
+        return ImageNetFeatures(target or None)
     if kind == "tower" and target:
         return TowerTrunkFeatures(target)
     if kind == "hf" and target:
