@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def run(name: str, manifests: list[Path], features: str, split_field: str | None) -> None:
     from mmedrag.cli.train_domain import format_confusion
-    from mmedrag.evaluation.retrieval import bootstrap_interval
+    from mmedrag.ir_metrics import bootstrap_interval
     from mmedrag.training.domain import train_domain
 
     started = time.perf_counter()

@@ -23,9 +23,9 @@ FIELDS = ("modality", "location", "plane")
 
 
 def main() -> int:
-    from mmedrag.evaluation.retrieval import bootstrap_interval
+    from mmedrag.ingest.labelled import read_rows
+    from mmedrag.ir_metrics import bootstrap_interval
     from mmedrag.registry import REGISTRY
-    from mmedrag.training.data import read_rows
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))

@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None)
     args = parser.parse_args(argv)
 
+    from mmedrag.generation.transformers_peft import AdapterGenerator
     from mmedrag.preference.build import PreferenceBuilder
     from mmedrag.preference.diagnostics import evaluate, write_report
-    from mmedrag.preference.models import AdapterGenerator
     from mmedrag.preference.samples import load_samples
     from mmedrag.training.dpo import DPOSettings, train_dpo
 

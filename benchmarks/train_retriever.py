@@ -39,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def modality_only(dev: list, relevant: list[set[str]], draws: int = 200, seed: int = 0) -> dict:
     """Per-query expected metrics of the modality-first random ranking."""
-    from mmedrag.evaluation.retrieval import per_query_metrics
+    from mmedrag.ir_metrics import per_query_metrics
 
     rng = np.random.default_rng(seed)
     ids = [r.id for r in dev]
@@ -60,7 +60,7 @@ def tower_values(encoder_or_model: object, dev: list, captions: np.ndarray,
                  relevant: list[set[str]], routed: list[str | None] | None = None) -> dict:
     """Per-query metrics of tower search; ``routed``: each query's predicted domain, whose
     captions come first (the index's domain filter), the rest after."""
-    from mmedrag.evaluation.retrieval import per_query_metrics
+    from mmedrag.ir_metrics import per_query_metrics
 
     ids = [r.id for r in dev]
     queries = encoder_or_model.encode_images([r.image for r in dev])  # type: ignore[attr-defined]
@@ -76,7 +76,8 @@ def route_dev(medpix: Path, tower: Path, dev: list) -> list[str | None]:
     """Modality predicted by a router trained on MedPix train, with the router's default
     features (hand-crafted + frozen ImageNet EfficientNet-Lite0; adding the tower's trunk
     features scored lower, as the tower has seen the train images)."""
-    from mmedrag.training.domain import DomainRouter, train_domain
+    from mmedrag.retrieval.router import DomainRouter
+    from mmedrag.training.domain import train_domain
 
     report = train_domain([medpix / "pairs.jsonl"], tower / "router", field="modality",
                           split_field="split")
@@ -91,7 +92,7 @@ class _Untrained:
     def __init__(self, like: object, seed: int = 0) -> None:
         import torch
 
-        from mmedrag.training.tower import ImageTower
+        from mmedrag.encoders.tower import ImageTower
 
         torch.manual_seed(seed)
         self.model = ImageTower(**like.meta["tower"]).eval()  # type: ignore[attr-defined]
@@ -99,16 +100,15 @@ class _Untrained:
         self.extra_spec = like.extra_spec  # type: ignore[attr-defined]
 
     def encode_images(self, images: list) -> np.ndarray:
-        from mmedrag.training.contrastive import embed_pixels
-        from mmedrag.training.data import preload_images
-        from mmedrag.training.retriever import extra_features
+        from mmedrag.encoders.pixels import preload_images
+        from mmedrag.encoders.tower import embed_pixels, extra_features
 
         extra = extra_features(images, self.extra_spec) if self.extra_spec else None
         return embed_pixels(self.model, preload_images(images, self.size), extra=extra)
 
 
 def print_table(systems: dict[str, dict], reference: str) -> None:
-    from mmedrag.evaluation.retrieval import bootstrap_interval, paired_difference
+    from mmedrag.ir_metrics import bootstrap_interval, paired_difference
 
     names = ["R@1", "R@5", "R@10", "MRR", "nDCG@10"]
     print(f"{'system':<22}" + "".join(f"{n:>22}" for n in names))
@@ -148,9 +148,10 @@ def main() -> int:
     import torch
 
     from mmedrag.encoders.text import SentenceTransformerEncoder
+    from mmedrag.encoders.tower import TrainedTowerEncoder
+    from mmedrag.ingest.labelled import read_rows
     from mmedrag.training.contrastive import TowerTrainConfig
-    from mmedrag.training.data import read_rows
-    from mmedrag.training.retriever import TrainedTowerEncoder, train_retriever
+    from mmedrag.training.retriever import train_retriever
 
     torch.set_num_threads(args.threads)
     medpix = Path(args.data) / "medpix"

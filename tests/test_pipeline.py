@@ -8,9 +8,10 @@ import json
 import pytest
 from PIL import Image
 
+from mmedrag.artefacts import RouterArtefact
 from mmedrag.config import Component, Config
 from mmedrag.errors import UsageError
-from mmedrag.pipeline import Pipeline
+from mmedrag.pipeline import Pipeline, RetrieveOnDemand, build
 
 SPLEEN_IMAGE = "images/synpic19605.jpg"
 SPLEEN_ID = "vqarad_synpic19605"
@@ -62,8 +63,8 @@ def test_exclude_ids_removes_the_query_pair(pipe, sample_dir) -> None:
 def test_retrieval_image_differs_from_seen_image(pipe, sample_dir) -> None:
     noise = Image.new("RGB", (64, 64), color=(127, 127, 127))
     question = "Describe the image"
-    real_hits, _, _ = pipe.retrieve(question, sample_dir / SPLEEN_IMAGE)
-    noise_hits, _, _ = pipe.retrieve(question, noise)
+    real_hits = pipe.retrieve(question, sample_dir / SPLEEN_IMAGE).hits
+    noise_hits = pipe.retrieve(question, noise).hits
     answer = pipe.answer(question, image=noise, task="open_vqa",
                          retrieval_image=sample_dir / SPLEEN_IMAGE)
     assert [e.hit.id for e in answer.evidence] == [h.id for h in real_hits]
@@ -83,12 +84,15 @@ def test_given_evidence_skips_retrieval(pipe, hashing_index) -> None:
 
 
 def test_retrieve_on_demand(hashing_index) -> None:
-    low = Pipeline(_config(retrieve_on_demand=0.9), hashing_index)
+    with pytest.raises(UsageError, match="RetrieveOnDemand"):
+        Pipeline(_config(retrieve_on_demand=0.9), hashing_index)
+    low = build(_config(retrieve_on_demand=0.9), hashing_index)
+    assert isinstance(low, RetrieveOnDemand) and low.config.retrieve_on_demand == 0.9
     answer = low.answer("What is seen in the kidney?", task="open_vqa")
     assert answer.used_rag and answer.evidence
     assert any("so evidence was retrieved" in line for line in answer.trace)
     assert "generate_without_retrieval" in answer.seconds
-    high = Pipeline(_config(retrieve_on_demand=0.1), hashing_index)
+    high = build(_config(retrieve_on_demand=0.1), hashing_index)
     answer = high.answer("What is seen in the kidney?", task="open_vqa")
     assert not answer.used_rag and answer.evidence == []
     assert any("answered without retrieval" in line for line in answer.trace)
@@ -102,8 +106,8 @@ def test_mcq_and_with_overrides(pipe) -> None:
     assert one.index is pipe.index and one.generator is pipe.generator
     answer = one.answer("What is seen in the posterolateral kidney?", task="mcq", options=options)
     assert len(answer.evidence) == 1 and pipe.config.selector.options["k"] == 3
-    hits, selection, info = one.retrieve("kidney lesion")
-    assert info["candidates"] == 4 and selection.k == 1
+    found = one.retrieve("kidney lesion")
+    assert len(found.candidates) == 4 and found.selection.k == 1 and len(found.hits) == 1
 
 
 def test_bad_usage_is_reported(pipe) -> None:
@@ -130,29 +134,41 @@ def routed_index(sample_dir, tmp_path_factory):  # noqa: ANN001, ANN201
                        config=IndexConfig(text_encoder=Component(name="hashing")))
     index.add(read_manifest(sample_dir / "pairs.jsonl").records, progress=False)
     train_domain([sample_dir / "pairs.jsonl"], folder / "router", field="domain", seed=0)
-    index.set_extra("router", {"path": str(folder / "router"), "threshold": 0.0})
+    index.set_artefacts(index.artefacts.model_copy(
+        update={"router": RouterArtefact(path=str(folder / "router"), threshold=0.0)}))
     return index
 
 
 def test_router_restricts_retrieval_to_the_predicted_domain(routed_index, sample_dir) -> None:
     pipe = Pipeline(_config(), routed_index)
-    hits, _, info = pipe.retrieve("Is the spleen normal size?", sample_dir / SPLEEN_IMAGE)
-    domain = info["route"]["domain"]
-    assert domain in ("ABD", "CHEST", "HEAD") and info["domain"] == domain
-    assert {h.record.domain for h in hits} == {domain}
-    assert any(line.startswith(f"routed to domain {domain}") for line in info["trace"])
-    _, _, text_info = pipe.retrieve("Is the spleen normal size?")
-    assert text_info["domain"] is None
-    assert any("text-only question" in line for line in text_info["trace"])
-    spec = routed_index.extra("router")
-    routed_index.set_extra("router", {**spec, "threshold": 1.0})
+    found = pipe.retrieve("Is the spleen normal size?", sample_dir / SPLEEN_IMAGE)
+    domain = found.route.to_dict()["domain"]
+    assert domain in ("ABD", "CHEST", "HEAD") and found.domain == domain
+    assert {h.record.domain for h in found.hits} == {domain}
+    assert any(line.startswith(f"routed to domain {domain}") for line in found.trace)
+    assert found.route.threshold == 0.0
+    assert found.route.threshold_source == "registered with the index"
+    text_only = pipe.retrieve("Is the spleen normal size?")
+    assert text_only.domain is None
+    assert any("text-only question" in line for line in text_only.trace)
+    saved = routed_index.artefacts
+    routed_index.set_artefacts(saved.model_copy(update={"router": saved.router.model_copy(
+        update={"threshold": 1.0})}))
     try:
         unsure = Pipeline(_config(), routed_index)
-        _, _, info = unsure.retrieve("Is the spleen normal size?", sample_dir / SPLEEN_IMAGE)
+        found = unsure.retrieve("Is the spleen normal size?", sample_dir / SPLEEN_IMAGE)
     finally:
-        routed_index.set_extra("router", spec)
-    assert info["domain"] is None and info["route"]["searched_all"]
-    assert any("router unsure" in line for line in info["trace"])
+        routed_index.set_artefacts(saved)
+    assert found.domain is None and found.route.to_dict()["searched_all"]
+    assert any("router unsure" in line for line in found.trace)
+
+
+def test_config_router_threshold_overrides_the_saved_one(routed_index, sample_dir) -> None:
+    cfg = _config(retrieval={"router_threshold": 1.0})
+    found = Pipeline(cfg, routed_index).retrieve("Is it?", sample_dir / SPLEEN_IMAGE)
+    assert found.domain is None and found.route.threshold == 1.0
+    assert found.route.threshold_source == "config retrieval.router_threshold"
+    assert any("config retrieval.router_threshold" in line for line in found.trace)
 
 
 def test_hyde_reranker_and_calibrated_selector_are_wired(hashing_index) -> None:
@@ -174,9 +190,11 @@ def test_calibrated_selector_reads_the_index_calibration(routed_index) -> None:
     cfg = _config(selector={"name": "calibrated"})
     with pytest.raises(UsageError, match="no calibration is stored"):
         Pipeline(cfg, routed_index).retrieve("kidney")
-    routed_index.set_extra("calibration", calibrate({1: [True] * 80, 3: [True] * 80}).to_dict())
-    hits, selection, _ = Pipeline(cfg, routed_index).retrieve("kidney")
-    assert selection.k == len(hits) and selection.k in (1, 3)
+    calibration = calibrate({1: [True] * 80, 3: [True] * 80}).to_dict()
+    routed_index.set_artefacts(routed_index.artefacts.model_copy(
+        update={"calibration": calibration}))
+    found = Pipeline(cfg, routed_index).retrieve("kidney")
+    assert found.selection.k == len(found.hits) and found.selection.k in (1, 3)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,12 +54,19 @@ class IndexConfig(BaseModel):
 
 
 class RetrievalConfig(BaseModel):
+    """What the one retrieval flow does (``mmedrag.retrieval.flow``); every field is read there.
+
+    ``router`` / ``image_text`` name a trained router / tower folder that overrides the one
+    registered with the index; ``router_threshold`` overrides the threshold saved with the router
+    (None keeps it; the trace says which applied).
+    """
+
     model_config = ConfigDict(extra="forbid")
-    mode: str = "hybrid"  # dense | bm25 | hybrid
-    k: int = 10
-    router: str | None = None  # path to a trained domain classifier
-    router_threshold: float = 0.6
-    image_text: str | None = None  # path to a trained image->text retriever
+    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    k: int = Field(10, ge=1)
+    router: str | None = None
+    router_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    image_text: str | None = None
     kg: Component | None = None
     hyde: bool = False
 

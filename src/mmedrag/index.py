@@ -2,7 +2,7 @@
 
 Layout::
 
-    INDEX/index.json      encoders (name, version, dim), format version, counts, domains, extras
+    INDEX/index.json      encoders (name, version, dim), format version, counts, domains, artefacts
     INDEX/text/           store of text-encoder vectors of every record's text
     INDEX/image/          store of image-encoder vectors of every record with an image
     INDEX/bm25/           BM25 over record texts
@@ -12,7 +12,8 @@ Opening an index with encoders other than those that built it raises ``IndexMism
 
 Example:
     >>> import tempfile
-    >>> from mmedrag.config import Component, IndexConfig
+    >>> from mmedrag.artefacts import IndexArtefacts
+from mmedrag.config import Component, IndexConfig
     >>> cfg = IndexConfig(text_encoder=Component(name="hashing"), image_encoder=None)
     >>> index = Index.open(tempfile.mkdtemp(), create=True, config=cfg)
     >>> index.add([Document.create("Pneumothorax is air in the pleural space.")]).added
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mmedrag.artefacts import IndexArtefacts
 from mmedrag.config import Component, IndexConfig
 from mmedrag.errors import IndexMismatchError, InputError, MmedragError, UsageError
 from mmedrag.records import Document, Hit, Record
@@ -68,6 +70,12 @@ class IngestSummary:
 
 
 def build_encoder(kind: str, component: Component) -> Any:
+    """The encoder a config component names; image encoders may be a feature spec such as
+    ``handcrafted+imagenet`` or ``tower:models/ct`` (``mmedrag.encoders.features``)."""
+    if kind == "image_encoder":
+        from mmedrag.encoders.features import image_features
+
+        return image_features(component.name, **component.options)
     return REGISTRY.create(kind, component.name, **component.options)
 
 
@@ -126,7 +134,7 @@ class Index:
                               if image_encoder else None),
             "store": config.store.model_dump(),
             "bm25": config.bm25,
-            "extras": {},
+            "artefacts": IndexArtefacts().model_dump(mode="json"),
         }
         directory.mkdir(parents=True, exist_ok=True)
         index = cls(directory, meta)
@@ -354,17 +362,20 @@ class Index:
         data["count"] = self.text_store.count()
         data["images"] = self.image_store.count() if self.image_store else 0
         data["domains"] = self.domain_counts()
-        data["extras"] = sorted((self.meta.get("extras") or {}).keys())
+        data["artefacts"] = self.artefacts.model_dump(mode="json")
         data["path"] = str(self.dir)
         return data
 
-    def set_extra(self, key: str, value: Any) -> None:
-        """Store extra state with the index (calibration, router, trained retriever paths)."""
-        self.meta.setdefault("extras", {})[key] = value
-        self.save_meta()
+    @property
+    def artefacts(self) -> IndexArtefacts:
+        """What was trained for this index (router, towers, calibration, KG), typed."""
+        return IndexArtefacts.from_meta(self.meta)
 
-    def extra(self, key: str, default: Any = None) -> Any:
-        return (self.meta.get("extras") or {}).get(key, default)
+    def set_artefacts(self, artefacts: IndexArtefacts) -> None:
+        """Record ``artefacts`` in index.json (legacy ``extras`` keys are dropped)."""
+        self.meta["artefacts"] = artefacts.model_dump(mode="json")
+        self.meta.pop("extras", None)
+        self.save_meta()
 
     def close(self) -> None:
         for store in (self.text_store, self.image_store):

@@ -164,10 +164,13 @@ class Answer:
     yes_probability: float | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     used_rag: bool = True
+    warnings: list[str] = field(default_factory=list)
+    route: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"question": self.question, "text": self.text, "parsed": self.parsed,
                 "yes_probability": self.yes_probability, "used_rag": self.used_rag,
+                "warnings": self.warnings, "route": self.route,
                 "messages": self.messages,
                 "evidence": [e.to_dict() for e in self.evidence], "domain": self.domain,
                 "selection": self.selection, "trace": self.trace, "tokens_in": self.tokens_in,

@@ -21,12 +21,20 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "sentence-transformers": "mmedrag.encoders.text:SentenceTransformerEncoder",
         "hashing": "mmedrag.encoders.text:HashingTextEncoder",
     },
+    # image encoders and image features share one namespace: a spec joins them with "+"
+    # (mmedrag.encoders.features), for the index, the domain router and the tower alike
     "image_encoder": {
         "thumbnail": "mmedrag.encoders.image_text:ThumbnailImageEncoder",
         "open_clip": "mmedrag.encoders.image_text:OpenClipEncoder",
+        "clip": "mmedrag.encoders.image_text:OpenClipEncoder",
         "transformers_image": "mmedrag.encoders.image_text:TransformersImageEncoder",
+        "hf": "mmedrag.encoders.image_text:TransformersImageEncoder",
         "imagenet": "mmedrag.encoders.efficientnet:ImageNetFeatures",
-        "tower": "mmedrag.training.retriever:TrainedTowerEncoder",
+        "handcrafted": "mmedrag.encoders.handcrafted:HandcraftedImageFeatures",
+        "handcrafted-small": "mmedrag.encoders.handcrafted:SmallHandcraftedImageFeatures",
+        "cnn": "mmedrag.encoders.cnn:CnnFeatures",
+        "tower": "mmedrag.encoders.tower:TrainedTowerEncoder",
+        "tower-trunk": "mmedrag.encoders.tower:TowerTrunkFeatures",
     },
     "store": {
         "embedded": "mmedrag.stores.embedded:EmbeddedStore",
@@ -38,6 +46,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "hybrid": "mmedrag.retrieval.hybrid:HybridRetriever",
         "kg": "mmedrag.retrieval.kg:KGRetriever",
         "hyde": "mmedrag.retrieval.hyde:HydeRetriever",
+        "image-text": "mmedrag.retrieval.image_text:ImageToTextRetriever",
     },
     "reranker": {
         "cross-encoder": "mmedrag.retrieval.rerank:CrossEncoderReranker",
@@ -55,7 +64,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "transformers": "mmedrag.generation.transformers_local:TransformersGenerator",
         "llama-cpp": "mmedrag.generation.llama_cpp:LlamaCppGenerator",
         "echo": "mmedrag.generation.echo:EchoGenerator",
-        "transformers-peft": "mmedrag.preference.models:AdapterGenerator",
+        "transformers-peft": "mmedrag.generation.transformers_peft:AdapterGenerator",
     },
 }
 
@@ -93,6 +102,12 @@ class Registry:
 
     def create(self, kind: str, name: str, **kwargs: Any) -> Any:
         return self.get(kind, name)(**kwargs)
+
+    def accepts(self, kind: str, name: str, parameter: str) -> bool:
+        """Whether the component's constructor takes ``parameter`` (e.g. ``index``)."""
+        import inspect
+
+        return parameter in inspect.signature(self.get(kind, name)).parameters
 
 
 REGISTRY = Registry(_BUILTIN)

@@ -68,9 +68,12 @@ def test_info_json_has_count_and_domains(cli_index: Path) -> None:
 
 
 def test_exit_codes_and_one_line_errors(cli_index: Path, tmp_path: Path) -> None:
-    both = run("search", "--index", str(cli_index), "--text", "x", "--image", "y.png")
-    assert both.returncode == 2 and both.stderr.strip().count("\n") == 0
-    assert "exactly one of --image" in both.stderr
+    neither = run("search", "--index", str(cli_index))
+    assert neither.returncode == 2 and neither.stderr.strip().count("\n") == 0
+    assert "give --image PATH, --text TEXT, or both" in neither.stderr
+    missing_image = run("search", "--index", str(cli_index), "--text", "x", "--image", "y.png")
+    assert missing_image.returncode != 0 and "y.png" in missing_image.stderr
+    assert missing_image.stderr.strip().count("\n") == 0
     missing = run("info", "--index", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "not an mmedrag index" in missing.stderr
     bad = tmp_path / "bad.jsonl"

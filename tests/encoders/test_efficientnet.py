@@ -64,7 +64,8 @@ def test_bad_weights_are_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_registered_and_named_by_feature_specs() -> None:
-    from mmedrag.training.domain import DEFAULT_FEATURES, feature_extractor
+    from mmedrag.encoders.features import image_features as feature_extractor
+    from mmedrag.retrieval.router import DEFAULT_FEATURES
 
     assert REGISTRY.get("image_encoder", "imagenet") is ImageNetFeatures
     features = feature_extractor(DEFAULT_FEATURES)

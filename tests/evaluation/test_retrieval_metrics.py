@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmedrag.evaluation.retrieval import (
+from mmedrag.evaluation.retrieval import relevant_ids
+from mmedrag.ir_metrics import (
     bootstrap_interval,
     domain_accuracy,
     mrr,
@@ -17,7 +18,6 @@ from mmedrag.evaluation.retrieval import (
     paired_difference,
     rank_by_similarity,
     recall_at_k,
-    relevant_ids,
     retrieval_metrics,
 )
 

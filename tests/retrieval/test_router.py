@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from mmedrag.errors import UsageError
-from mmedrag.retrieval.router import RouteDecision, image_retriever_for, router_for
-from mmedrag.training.data import read_rows
-from mmedrag.training.domain import DomainRouter, train_domain
+from mmedrag.ingest.labelled import read_rows
+from mmedrag.retrieval.router import DomainRouter, RouteDecision
+from mmedrag.training.domain import train_domain
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +54,25 @@ def test_saved_threshold_is_used_unless_overridden(sample_router: tuple[Path, di
         DomainRouter.load(sample_router[0] / "missing")
 
 
-def test_router_for_index_reads_the_registered_router(sample_router: tuple[Path, dict],
-                                                      tmp_path: Path) -> None:
-    from mmedrag.config import Component, IndexConfig
+def test_flow_reads_the_registered_router(sample_router: tuple[Path, dict],
+                                          tmp_path: Path) -> None:
+    from mmedrag.config import Component, Config, IndexConfig
     from mmedrag.index import Index
+    from mmedrag.retrieval.flow import RetrievalFlow
 
     index = Index.open(tmp_path / "idx", create=True,
                        config=IndexConfig(text_encoder=Component(name="hashing")))
-    assert router_for(index) is None
-    index.set_extra("router", {"path": str(sample_router[0]), "threshold": 0.9, "field": "domain"})
-    router = router_for(Index.open(tmp_path / "idx"))
+    assert RetrievalFlow(Config(), index).router() is None
+    # an index written before the typed artefacts: the legacy "extras" entry still loads
+    index.meta["extras"] = {"router": {"path": str(sample_router[0]), "threshold": 0.9,
+                                       "field": "domain"}}
+    index.meta.pop("artefacts")
+    index.save_meta()
+    router = RetrievalFlow(Config(), Index.open(tmp_path / "idx")).router()
     assert isinstance(router, DomainRouter) and router.threshold == 0.9
-    assert image_retriever_for(index).name == "dense-image"
+    assert router.threshold_source == "registered with the index"
+    cfg = Config.model_validate({"retrieval": {"router_threshold": 0.3}})
+    assert RetrievalFlow(cfg, Index.open(tmp_path / "idx")).router().threshold == 0.3
 
 
 def test_cli_trains_reports_and_registers(sample_dir: Path, tmp_path: Path,
@@ -84,7 +91,9 @@ def test_cli_trains_reports_and_registers(sample_dir: Path, tmp_path: Path,
     assert len(report["confusion"]) == 3 and report["features"] == "handcrafted+cnn"
     assert (tmp_path / "r" / "cnn.pt").exists()
     assert sum(map(sum, report["confusion"])) == report["validation"]
-    assert Index.open(tmp_path / "idx").extra("router")["threshold"] == 0.4
+    registered = Index.open(tmp_path / "idx").artefacts.router
+    assert registered.path == str((tmp_path / "r").resolve()) and registered.threshold is None
+    assert DomainRouter.load(registered.path).threshold == 0.4
     code = main(["train", "domain", str(sample_dir / "pairs.jsonl"), "--out", str(tmp_path / "r2"),
                  "--field", "nope"])
     assert code == 1

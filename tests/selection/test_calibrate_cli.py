@@ -44,7 +44,7 @@ def test_calibrate_stores_with_index_and_selector_uses_it(tmp_path: Path, empty_
     expected = calibrate(table, alpha=0.2, delta=0.1)
     assert printed["valid"] == expected.valid and printed["k"] == expected.k
     assert printed["guarantee"] == "P(FR ≤ 0.2) ≥ 0.9"
-    stored = Index.open(empty_index).extra("calibration")
+    stored = Index.open(empty_index).artefacts.calibration
     assert stored["k"] == expected.k and stored["candidates"][0]["n"] == 200
     selector = REGISTRY.create("selector", "calibrated", calibration=stored)
     assert selector.k == expected.k

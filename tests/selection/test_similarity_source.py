@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mmedrag.pipeline_retrieval import attach_similarity
 from mmedrag.records import Hit, Record
+from mmedrag.retrieval.flow import attach_similarity
 from mmedrag.retrieval.hybrid import reciprocal_rank_fusion
 from mmedrag.selection.gap import GapSelector, RatioSelector
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmedrag.encoders.cnn import CnnFeatures
+from mmedrag.encoders.features import image_features as feature_extractor
 from mmedrag.errors import MmedragError, UsageError
-from mmedrag.training.cnn_features import CnnFeatures, save_cnn, train_cnn
-from mmedrag.training.domain import DomainRouter, feature_extractor
+from mmedrag.retrieval.router import DomainRouter
+from mmedrag.training.cnn_features import save_cnn, train_cnn
 
 
 def _synthetic(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -60,7 +62,7 @@ def test_cnn_features_need_their_folder_and_weights(tmp_path: Path) -> None:
 
 
 def test_router_with_cnn_round_trips(sample_dir: Path, tmp_path: Path) -> None:
-    from mmedrag.training.data import read_rows
+    from mmedrag.ingest.labelled import read_rows
     from mmedrag.training.domain import train_domain
 
     report = train_domain([sample_dir / "pairs.jsonl"], tmp_path, field="domain",

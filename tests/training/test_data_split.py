@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mmedrag.encoders.pixels import letterbox, preload_images
 from mmedrag.errors import InputError, UsageError
-from mmedrag.training.data import Row, letterbox, preload_images, read_rows, split_rows
+from mmedrag.ingest.labelled import Row, read_rows, split_rows
 
 
 def _rows(n_groups: int, per_group: int) -> list[Row]:

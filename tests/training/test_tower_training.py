@@ -10,16 +10,12 @@ import torch
 
 from mmedrag.encoders.text import HashingTextEncoder
 from mmedrag.errors import IndexMismatchError, UsageError
+from mmedrag.ingest.labelled import read_rows, split_rows
 from mmedrag.records import Query
-from mmedrag.training.contrastive import TowerTrainConfig, embed_pixels, train_tower
-from mmedrag.training.data import read_rows, split_rows
-from mmedrag.training.retriever import (
-    ImageToTextRetriever,
-    TrainedTowerEncoder,
-    build_pair_set,
-    label_maps,
-    train_retriever,
-)
+from mmedrag.encoders.tower import TrainedTowerEncoder, embed_pixels
+from mmedrag.retrieval.image_text import ImageToTextRetriever
+from mmedrag.training.contrastive import TowerTrainConfig, train_tower
+from mmedrag.training.retriever import build_pair_set, label_maps, train_retriever
 
 CFG = dict(size=48, width=8, batch_size=12, lr=3e-3, epochs=3, patience=10, threads=1)
 
@@ -69,12 +65,13 @@ def test_saved_retriever_loads_and_embeds_like_the_trained_model(sample_dir: Pat
     assert np.allclose(vectors, again, atol=1e-6)
     best = torch.load(tmp_path / "t" / "best.pt", weights_only=False)
     encoder.model.load_state_dict(best["model"])
-    from mmedrag.training.data import preload_images
-    from mmedrag.training.retriever import extra_features
+    from mmedrag.encoders.pixels import preload_images
+    from mmedrag.encoders.tower import extra_features
 
-    assert encoder.extra_spec == "handcrafted+imagenet" and encoder.model.extra_dim == 468 + 1280
+    assert encoder.extra_spec == "handcrafted-small+imagenet"
+    assert encoder.model.extra_dim == 468 + 1280
     direct = embed_pixels(encoder.model, preload_images(images, encoder.size),
-                          extra=extra_features(images, "handcrafted+imagenet"))
+                          extra=extra_features(images, "handcrafted-small+imagenet"))
     assert (tmp_path / "t" / "memory.npz").exists() and encoder.memory_mix == 0.5
     assert not np.allclose(direct, vectors, atol=1e-3)  # blended with the neighbours' reports
     encoder._memory = None
@@ -90,7 +87,7 @@ def test_image_text_retriever_searches_the_text_store(sample_dir: Path, tmp_path
     train_retriever(sample_dir / "pairs.jsonl", tmp_path / "t", aux_fields=(),
                     config=TowerTrainConfig(**{**CFG, "epochs": 1}),
                     text_encoder=HashingTextEncoder(), progress=False)
-    retriever = ImageToTextRetriever.from_index(hashing_index, {"path": str(tmp_path / "t")})
+    retriever = ImageToTextRetriever(hashing_index, TrainedTowerEncoder(tmp_path / "t"))
     hits = retriever.retrieve(Query(image=sample_dir / "images" / "synpic19605.jpg"), k=5)
     assert len(hits) == 5 and all(h.retriever == "image-text" for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -98,20 +95,24 @@ def test_image_text_retriever_searches_the_text_store(sample_dir: Path, tmp_path
     other = Index.open(tmp_path / "other", create=True, config=IndexConfig(
         text_encoder=Component(name="hashing", options={"dim": 128})))
     with pytest.raises(IndexMismatchError):
-        ImageToTextRetriever.from_index(other, {"path": str(tmp_path / "t")})
+        ImageToTextRetriever(other, TrainedTowerEncoder(tmp_path / "t"))
     with pytest.raises(UsageError):
         TrainedTowerEncoder(tmp_path / "missing")
 
 
 def test_extra_feature_specs_and_older_towers() -> None:
-    from mmedrag.training.retriever import extra_features, saved_extra_spec
+    from mmedrag.encoders.tower import extra_features, saved_extra_spec
 
-    with pytest.raises(UsageError, match="unknown tower extra features 'sift'"):
+    with pytest.raises(UsageError, match="unknown image features 'sift'"):
         extra_features([], "handcrafted+sift")
-    # towers saved before the spec existed took the hand-crafted features
+    # towers saved before the spec existed took the 468 hand-crafted values, which the one
+    # image-feature namespace now calls "handcrafted-small"
     assert saved_extra_spec({"tower": {"extra_dim": 468}, "train": {"handcrafted": True}}) \
-        == "handcrafted"
+        == "handcrafted-small"
     assert saved_extra_spec({"tower": {"extra_dim": 0}, "train": {}}) == ""
     assert saved_extra_spec({"tower": {"extra_dim": 1748},
+                             "train": {"extra_features": "handcrafted+imagenet"}}) \
+        == "handcrafted-small+imagenet"
+    assert saved_extra_spec({"tower": {"extra_dim": 1837}, "feature_names": 2,
                              "train": {"extra_features": "handcrafted+imagenet"}}) \
         == "handcrafted+imagenet"

@@ -1,4 +1,4 @@
-"""``mmedrag ask`` (one question against an index) and ``mmedrag demo`` (registered from here)."""
+"""``mmedrag ask``: one question against an index (answer, evidence, trace, timings)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def build_pipeline(index: Path | None, config: Path | None, generator: str | Non
                    k: int | None) -> Any:
     """A Pipeline from CLI options (``--generator`` overrides the config's generator name)."""
     from mmedrag.config import Component, Config
-    from mmedrag.pipeline import Pipeline
+    from mmedrag.pipeline import build
 
     cfg = Config.from_yaml(config) if config else Config()
     if generator:
@@ -54,7 +54,7 @@ def build_pipeline(index: Path | None, config: Path | None, generator: str | Non
     if index is not None and not (index / "index.json").exists():
         raise UsageError(f"{index}: not an index folder (no index.json); "
                          "build one with 'mmedrag index'")
-    return Pipeline.from_config(cfg, index=index)
+    return build(cfg, index=index)
 
 
 def _snippet(text: str, width: int = 110) -> str:
@@ -71,6 +71,8 @@ def render_answer(answer: Any, gold: str | None = None) -> str:
     if gold is not None:
         parsed += f"   reference: {gold}"
     lines.append(parsed)
+    for warning in getattr(answer, "warnings", []):
+        lines.append(f"WARNING: {warning}")
     if answer.evidence:
         reason = answer.selection.get("reason", "")
         lines.append(f"evidence (selector: {reason}):" if reason else "evidence:")
@@ -131,10 +133,7 @@ def ask_command(
 
 
 def register(app: typer.Typer) -> None:
-    from mmedrag.cli.demo import demo_command
-
     app.command("ask")(ask_command)
-    app.command("demo")(demo_command)
 
 
 __all__ = ["ask_command", "register", "render_answer", "parse_options", "quiet_progress_bars"]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from mmedrag.errors import UsageError
 
 
-def _parse_order(order: Optional[str]) -> Optional[list[int]]:
+def _parse_order(order: str | None) -> list[int] | None:
     if not order:
         return None
     try:
@@ -20,7 +19,7 @@ def _parse_order(order: Optional[str]) -> Optional[list[int]]:
         raise UsageError(f"--order expects comma-separated integers, got {order!r}") from None
 
 
-def _results_path(results: Optional[Path], from_run: Optional[Path]) -> Path:
+def _results_path(results: Path | None, from_run: Path | None) -> Path:
     if (results is None) == (from_run is None):
         raise UsageError("give exactly one of RESULTS.jsonl or --from-run RUN_DIR")
     if from_run is not None:
@@ -34,19 +33,19 @@ def _results_path(results: Optional[Path], from_run: Optional[Path]) -> Path:
 
 
 def calibrate_command(
-    results: Optional[Path] = typer.Argument(
+    results: Path | None = typer.Argument(
         None, help="JSONL of {\"id\", \"k\", \"correct\"} rows."),
-    from_run: Optional[Path] = typer.Option(
+    from_run: Path | None = typer.Option(
         None, "--from-run", help="Run folder holding calibration.jsonl."),
-    index: Optional[Path] = typer.Option(
+    index: Path | None = typer.Option(
         None, "--index", "-i", help="Store the calibration with this index."),
-    task: Optional[str] = typer.Option(None, help="Use only rows of this task (runner output)."),
+    task: str | None = typer.Option(None, help="Use only rows of this task (runner output)."),
     alpha: float = typer.Option(0.1, help="Target risk: FR = 1 - accuracy <= alpha."),
     delta: float = typer.Option(0.1, help="Tolerated failure probability of the guarantee."),
     method: str = typer.Option("bonferroni", help="bonferroni | fixed-sequence"),
     choose: str = typer.Option("accuracy",
                                help="Which valid k to use: accuracy | largest | smallest"),
-    order: Optional[str] = typer.Option(
+    order: str | None = typer.Option(
         None, help="Candidate k in testing order, e.g. 3,2,4,1 (fixed before seeing data; "
                    "default ascending)."),
     as_json: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
@@ -69,7 +68,8 @@ def calibrate_command(
 
         if not (index / "index.json").exists():
             raise UsageError(f"{index}: not an index (no index.json)")
-        Index.open(index).set_extra("calibration", payload)
+        opened = Index.open(index)
+        opened.set_artefacts(opened.artefacts.model_copy(update={"calibration": payload}))
     if as_json:
         typer.echo(json.dumps({**payload, "stored_in": str(index) if index else None},
                               ensure_ascii=False))

@@ -22,6 +22,7 @@ from typing import Any
 
 import typer
 
+from mmedrag.artefacts import RouterArtefact
 from mmedrag.errors import UsageError
 
 
@@ -68,11 +69,8 @@ def build_demo_index(out: Path, progress: bool) -> tuple[Any, dict[str, Any]]:
     info: dict[str, Any] = {"index": str(index.dir), "records": index.count(),
                             "added": summary.added, "index_seconds": time.perf_counter() - start}
     start = time.perf_counter()
-    try:
-        from mmedrag.training.domain import train_domain
-    except ModuleNotFoundError:
-        info["router"] = "not trained (mmedrag.training.domain is not installed)"
-        return index, info
+    from mmedrag.training.domain import train_domain
+
     router_dir = out / "router"
     info["router_trained"] = not (router_dir / "router.json").exists()
     if info["router_trained"]:
@@ -80,17 +78,29 @@ def build_demo_index(out: Path, progress: bool) -> tuple[Any, dict[str, Any]]:
                               threshold=0.5, seed=0)
     else:
         report = json.loads((router_dir / "router.json").read_text()).get("report", {})
-    index.set_extra("router", {"path": str(router_dir), "threshold": 0.5})
+    index.set_artefacts(index.artefacts.model_copy(
+        update={"router": RouterArtefact(path=str(router_dir))}))
     info["router"] = {"path": str(router_dir), "held_out_accuracy": report.get("accuracy_top1"),
                       "validation_images": report.get("validation")}
     info["router_seconds"] = time.perf_counter() - start
     return index, info
 
 
-def _score(answer: Any, gold: str, task: str) -> bool:
-    if task == "closed_vqa":
-        return answer.parsed == gold.lower()
-    return gold.lower() in (answer.parsed or "").lower()
+SCORER = ("the evaluation harness's scorers (mmedrag.evaluation.tasks.builtin): closed = the "
+          "parsed yes/no equals the reference; open = exact match or every reference token in "
+          "the answer (MMed-RAG's open-VQA recall)")
+
+
+def _score(answer: Any, row: dict[str, Any], task: str) -> bool:
+    """The harness's own verdict for one demo question (the same scorers as ``eval run``)."""
+    from mmedrag.evaluation.tasks import Sample
+    from mmedrag.evaluation.tasks.builtin import score_closed, score_open
+
+    sample = Sample(id=str(row["id"]), question=row["question"],
+                    reference=str(row["answer"]).lower() if task == "closed_vqa"
+                    else str(row["answer"]))
+    scorer = score_closed if task == "closed_vqa" else score_open
+    return bool(scorer(sample, answer)["correct"])
 
 
 def demo_command(
@@ -134,7 +144,7 @@ def demo_command(
         own = pair_of.get(row["image"])
         answer = pipeline.answer(row["question"], image=sample_dir() / row["image"], task=task,
                                  exclude_ids={own} if own else None)
-        correct = _score(answer, str(row["answer"]), task)
+        correct = _score(answer, row, task)
         results.append({"id": row["id"], "image": row["image"], "task": task,
                         "reference": row["answer"], "correct": correct, **answer.to_dict()})
         if not as_json:
@@ -184,6 +194,8 @@ def _finish(results: list[dict[str, Any]], info: dict[str, Any], start: float,
     seconds = time.perf_counter() - start
     generate = [r["seconds"].get("total", 0.0) for r in results]
     summary = {"questions": len(results), "matches": sum(r["correct"] for r in results),
+               "scorer": SCORER, "text_parse_disagreements": sum(bool(r.get("warnings"))
+                                                                  for r in results),
                "seconds_total": round(seconds, 2),
                "seconds_per_answer": round(sum(generate) / max(len(generate), 1), 2)}
     if as_json:
@@ -191,6 +203,12 @@ def _finish(results: list[dict[str, Any]], info: dict[str, Any], start: float,
                               ensure_ascii=False, default=str))
         return
     typer.echo(f"\n{summary['matches']}/{summary['questions']} answers match the reference "
-               "(closed: "
-               f"parsed yes/no equal; open: reference within the answer's first sentence); "
-               f"{summary['seconds_per_answer']:.2f}s per answer; demo total {seconds:.1f}s")
+               f"by {SCORER}; {summary['seconds_per_answer']:.2f}s per answer; demo total "
+               f"{seconds:.1f}s")
+    if summary["text_parse_disagreements"]:
+        typer.echo(f"{summary['text_parse_disagreements']} closed answer(s) whose text "
+                   "contradicts the parsed yes/no (see the warnings above)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,19 +21,19 @@ def _list_tasks() -> str:
 
 
 def run_command(
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task or group names, comma-separated; NAME=PATH reads your own file."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML (default: built-in offline config)."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Index folder to retrieve from (needed unless --no-rag)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (created; an existing one is resumed)."),
+    task: str | None = typer.Option(None, "--task", "-t", help="Task or group names, comma-separated; NAME=PATH reads your own file."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Pipeline YAML (default: built-in offline config)."),
+    index: Path | None = typer.Option(None, "--index", "-i", help="Index folder to retrieve from (needed unless --no-rag)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (created; an existing one is resumed)."),
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="Folder the built-in tasks' data paths are relative to."),
     no_rag: bool = typer.Option(False, "--no-rag", help="Only the no-retrieval variant."),
-    ablation: Optional[str] = typer.Option(None, "--ablation", help="Variants: rag, no-rag, fixed-K, adaptive, calibrated (comma-separated)."),
-    calibration_ks: Optional[str] = typer.Option(None, "--calibration-ks", help="Fixed k values to run for RULE calibration, e.g. 1,2,3,5."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="First N samples per task (after the seeded shuffle)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Shuffle samples with this seed before --limit."),
+    ablation: str | None = typer.Option(None, "--ablation", help="Variants: rag, no-rag, fixed-K, adaptive, calibrated (comma-separated)."),
+    calibration_ks: str | None = typer.Option(None, "--calibration-ks", help="Fixed k values to run for RULE calibration, e.g. 1,2,3,5."),
+    limit: int | None = typer.Option(None, "--limit", help="First N samples per task (after the seeded shuffle)."),
+    seed: int | None = typer.Option(None, "--seed", help="Shuffle samples with this seed before --limit."),
     workers: int = typer.Option(1, "--workers", help="Parallel requests (thread-safe/HTTP generators only)."),
     copy_reference: bool = typer.Option(False, "--copy-reference", help="Also answer closed questions with a noise image (copy-reference rate)."),
-    bertscore: Optional[Path] = typer.Option(None, "--bertscore", help="Local Hugging Face model folder: add BERTScore to report/long-form tasks."),
+    bertscore: Path | None = typer.Option(None, "--bertscore", help="Local Hugging Face model folder: add BERTScore to report/long-form tasks."),
     list_tasks: bool = typer.Option(False, "--list-tasks", help="List tasks and groups, then exit."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html and PNGs at the end."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no progress bar)."),
@@ -55,7 +54,7 @@ def run_command(
     from mmedrag.evaluation.runner import Runner
     from mmedrag.evaluation.tasks import resolve_tasks
     from mmedrag.evaluation.variants import parse_variants
-    from mmedrag.pipeline import Pipeline
+    from mmedrag.pipeline import build
 
     tasks = resolve_tasks(task)
     variants = parse_variants(ablation, no_rag=no_rag, calibration_ks=calibration_ks)
@@ -63,7 +62,7 @@ def run_command(
         raise UsageError("--index is required for retrieval variants (or pass --no-rag)")
     if index is not None and not (index / "index.json").exists():
         raise UsageError(f"{index}: not an index folder (no index.json)")
-    pipeline = Pipeline.from_config(config, index=index)
+    pipeline = build(config, index=index)
     runner = Runner(pipeline, tasks, out, variants, data_root=data if data.exists() else None,
                     limit=limit, seed=seed, workers=workers, copy_reference=copy_reference,
                     progress=not as_json)
@@ -113,7 +112,7 @@ def _summary(metrics: dict, out: Path) -> dict:
 
 def report_command(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories written by `mmedrag eval run`."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for a combined report of several runs."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for a combined report of several runs."),
     as_json: bool = typer.Option(False, "--json", help="Print the written paths as JSON."),
 ) -> None:
     """Write report.html and PNG plots (ablation, Pareto, per-domain) for one or more runs.
@@ -133,7 +132,7 @@ def corpus_command(
     name: str = typer.Argument(..., help="vqa-rad (MedPix + VQA-RAD train, leakage-free) or pubmedqa."),
     index: Path = typer.Option(..., "--index", "-i", help="Index folder to create or extend."),
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="The shared data folder."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (index section)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (index section)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Build an evaluation retrieval corpus into an index (test images and overlaps excluded).

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from mmedrag.errors import UsageError
 
 
-def _load_records(source: Path, kind: str, text_field: Optional[str], domain_field: str,
-                  domain: Optional[str], on_error: str, chunk_tokens: int, chunk_overlap: int):
+def _load_records(source: Path, kind: str, text_field: str | None, domain_field: str,
+                  domain: str | None, on_error: str, chunk_tokens: int, chunk_overlap: int):
     from mmedrag.ingest.corpus import read_corpus
     from mmedrag.ingest.folder import read_folder
     from mmedrag.ingest.manifest import read_manifest
@@ -42,13 +41,13 @@ def index_command(
     manifest: list[Path] = typer.Argument(..., help="JSONL/CSV manifests, corpora, or image folders."),
     index: Path = typer.Option(..., "--index", "-i", help="Index folder (created if missing)."),
     kind: str = typer.Option("auto", help="auto | pairs | corpus"),
-    text_field: Optional[str] = typer.Option(None, help="Field holding the report (default: text/report/caption)."),
+    text_field: str | None = typer.Option(None, help="Field holding the report (default: text/report/caption)."),
     domain_field: str = typer.Option("domain", help="Field used as the routing domain (e.g. modality)."),
-    domain: Optional[str] = typer.Option(None, help="Domain for records that have none."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (index section)."),
+    domain: str | None = typer.Option(None, help="Domain for records that have none."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (index section)."),
     on_error: str = typer.Option("skip", help="skip | fail: what to do with a bad line or image."),
     resume: bool = typer.Option(False, "--resume", help="Complete an interrupted ingest (already-stored ids are skipped)."),
-    limit: Optional[int] = typer.Option(None, help="Index only the first N records."),
+    limit: int | None = typer.Option(None, help="Index only the first N records."),
     keep_tags: list[str] = typer.Option([], "--keep-tags", help="Extra non-identifying DICOM tags to keep (PHI tags are always removed)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -95,55 +94,52 @@ def index_command(
 
 def search_command(
     index: Path = typer.Option(..., "--index", "-i", help="Index folder."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Query image (PNG/JPEG/DICOM)."),
-    text: Optional[str] = typer.Option(None, "--text", help="Query text."),
-    k: int = typer.Option(10, "-k", help="Number of hits."),
-    mode: str = typer.Option("hybrid", help="Text search: dense | bm25 | hybrid."),
-    domain: Optional[str] = typer.Option(None, help="Only this domain."),
+    image: Path | None = typer.Option(None, "--image", help="Query image (PNG/JPEG/DICOM)."),
+    text: str | None = typer.Option(None, "--text", help="Query text (with or without --image)."),
+    k: int | None = typer.Option(None, "-k", help="Number of hits (default: the config's retrieval.k)."),
+    mode: str | None = typer.Option(None, help="dense | bm25 | hybrid (text side; default: the config's retrieval.mode) | image-image (plain image→image search, no router or tower)."),
+    domain: str | None = typer.Option(None, help="Only this domain."),
     where: list[str] = typer.Option([], "--where", help="Filter FIELD=VALUE (repeatable), e.g. split=train."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (retrieval, reranker); the same one 'ask' uses."),
     exact: bool = typer.Option(False, help="Exact (brute-force) dense search."),
-    as_json: bool = typer.Option(False, "--json", help="Print {\"hits\": [...]} as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print {\"hits\": [...], \"route\": ..., \"retrievers\": [...]} as JSON."),
 ) -> None:
-    """Search an index by image or text.
+    """Search an index by image, text or both, through the same retrieval as 'ask' (an image is
+    routed to its domain and searched with the domain's tower when the index has them).
 
-    Example: mmedrag search --index idx --text "pleural effusion" -k 5 --json
+    Example: mmedrag search --index idx --image scan.png --text "pleural effusion" -k 5 --json
     """
+    from mmedrag.config import Config
     from mmedrag.index import Index
-    from mmedrag.records import Query
-    from mmedrag.retrieval.bm25 import BM25Retriever
-    from mmedrag.retrieval.dense import DenseRetriever
-    from mmedrag.retrieval.hybrid import HybridRetriever
+    from mmedrag.ingest.images import load_image
+    from mmedrag.retrieval.flow import RetrievalFlow
 
-    if (image is None) == (text is None):
-        raise UsageError("give exactly one of --image PATH or --text TEXT")
-    if k <= 0:
+    if image is None and not text:
+        raise UsageError("give --image PATH, --text TEXT, or both")
+    if k is not None and k <= 0:
         raise UsageError("-k must be positive")
-    filters = {}
+    filters: dict[str, str] = {}
     for item in where:
         if "=" not in item:
             raise UsageError(f"--where expects FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         filters[key] = value
-    idx = Index.open(index)
-    if image is not None:
-        from mmedrag.ingest.images import load_image
-
-        query = Query(image=load_image(image), domain=domain, filters=filters)
-        retriever = DenseRetriever(idx, space="image", exact=exact)
-    else:
-        query = Query(text=text or "", domain=domain, filters=filters)
-        retrievers = {"dense": lambda: DenseRetriever(idx, exact=exact),
-                      "bm25": lambda: BM25Retriever(idx), "hybrid": lambda: HybridRetriever(idx)}
-        if mode not in retrievers:
-            raise UsageError(f"--mode must be dense, bm25 or hybrid, got {mode!r}")
-        retriever = retrievers[mode]()
-    hits = retriever.retrieve(query, k)
+    if domain:
+        filters["domain"] = domain
+    cfg = Config.from_yaml(config) if config else Config()
+    flow = RetrievalFlow(cfg, Index.open(index)).for_mode(mode, exact=exact)
+    query_image = load_image(image, what=str(image)) if image is not None else None
+    found = flow.run(text or "", query_image, k, filters or None, select=False)
+    hits = found.candidates
     if as_json:
         typer.echo(json.dumps({"hits": [
-            {"id": h.id, "score": h.score, "domain": h.record.domain, "text": h.record.text,
-             "image": h.record.image, "title": h.record.title, "retriever": h.retriever}
-            for h in hits]}, ensure_ascii=False))
+            {"id": h.id, "score": h.score, "rank": h.rank, "domain": h.record.domain,
+             "text": h.record.text, "image": h.record.image, "title": h.record.title,
+             "retriever": h.retriever} for h in hits], **found.to_dict()},
+            ensure_ascii=False, default=str))
         return
+    for line in found.trace:
+        typer.echo(f"# {line}")
     for hit in hits:
         snippet = hit.record.text.replace("\n", " ")
         snippet = snippet[:117] + "..." if len(snippet) > 120 else snippet
@@ -172,8 +168,15 @@ def info_command(
     typer.echo(f"  records      : {data['count']} ({data['images']} with images)")
     for domain, count in data["domains"].items():
         typer.echo(f"    {domain or '-':<12} {count}")
-    if data["extras"]:
-        typer.echo(f"  extras       : {', '.join(data['extras'])}")
+    art = data["artefacts"]
+    if art["router"]:
+        typer.echo(f"  router       : {art['router']['path']}")
+    for tower in art["towers"]:
+        typer.echo(f"  tower        : {tower['path']} (domain {tower['domain'] or 'all'})")
+    if art["calibration"]:
+        typer.echo("  calibration  : yes")
+    if art["kg"]:
+        typer.echo(f"  kg           : {art['kg']}")
 
 
 def register(app: typer.Typer) -> None:

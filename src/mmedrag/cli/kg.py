@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,7 +19,7 @@ def build_command(
                                                   "SLAKE '#' CSVs, head,relation,tail CSV/TSV) "
                                                   "or the word 'hpo'."),
     out: Path = typer.Option(..., "--out", "-o", help="SQLite file to write (replaced)."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i",
+    index: Path | None = typer.Option(None, "--index", "-i",
                                          help="Record the graph's path with this index."),
     hpo_diseases: bool = typer.Option(False, help="With 'hpo': add disease-phenotype triples."),
     hpo_max_annotations: int = typer.Option(20, help="With --hpo-diseases: per-term cap."),
@@ -44,7 +43,8 @@ def build_command(
     if index is not None:
         from mmedrag.index import Index
 
-        Index.open(index).set_extra("kg", str(out.resolve()))
+        opened = Index.open(index)
+        opened.set_artefacts(opened.artefacts.model_copy(update={"kg": str(out.resolve())}))
     if as_json:
         typer.echo(json.dumps(info))
         return
@@ -59,14 +59,14 @@ def build_command(
 @kg_app.command("query")
 def query_command(
     question: str = typer.Argument(..., help="The question."),
-    kg: Optional[Path] = typer.Option(None, "--kg", help="Graph file (default: the index's)."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i",
+    kg: Path | None = typer.Option(None, "--kg", help="Graph file (default: the index's)."),
+    index: Path | None = typer.Option(None, "--index", "-i",
                                          help="Index (encoder, graph path)."),
     k: int = typer.Option(5, "-k", help="Number of triples."),
-    encoder: Optional[str] = typer.Option(None, help="Text encoder name when no index is given "
+    encoder: str | None = typer.Option(None, help="Text encoder name when no index is given "
                                                      "(default sentence-transformers)."),
     hops: int = typer.Option(1, help="1 or 2."),
-    mmr: Optional[float] = typer.Option(None, help="MMR λ (off by default)."),
+    mmr: float | None = typer.Option(None, help="MMR λ (off by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print {\"entities\", \"hits\"} as JSON."),
 ) -> None:
     """Show the entities found in a question and the best triples.

@@ -27,8 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Command-group modules; each defines register(app). Missing optional ones are skipped.
-_GROUPS = ("index_cmd", "ask", "serve", "eval_cmd", "train", "prefs", "calibrate", "kg")
+# Command-group modules; each defines register(app).
+_GROUPS = ("index_cmd", "ask", "demo", "serve", "eval_cmd", "train", "prefs", "calibrate", "kg")
 
 
 register_modules(app, _GROUPS)

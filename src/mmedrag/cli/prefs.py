@@ -32,7 +32,7 @@ def build_command(
     Example: mmedrag prefs build --task vqa-closed=vqa-rad/train.jsonl --index idx --out prefs
     """
     from mmedrag.errors import UsageError
-    from mmedrag.pipeline import Pipeline
+    from mmedrag.pipeline import build
     from mmedrag.preference.build import PreferenceBuilder
     from mmedrag.preference.judge import Judge
     from mmedrag.preference.samples import load_samples
@@ -43,7 +43,7 @@ def build_command(
     if not (index / "index.json").exists():
         raise UsageError(f"{index}: not an index (no index.json)")
     samples = load_samples(task, data_root, split=split, limit=limit, seed=seed)
-    pipeline = Pipeline.from_config(config, index=index)
+    pipeline = build(config, index=index)
     builder = PreferenceBuilder(pipeline, judge=Judge(f1_threshold=f1_threshold),
                                 replace=kinds[replace], seed=seed, max_tokens=max_tokens,
                                 resume=resume)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,13 +23,13 @@ def domain_command(
     manifest: list[Path] = typer.Argument(..., help="Labelled JSONL/CSV manifests (images relative to each)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the router in."),
     field: str = typer.Option("domain", "--field", help="Label field: domain, modality, organ, ..."),
-    split_field: Optional[str] = typer.Option(None, help="Use the manifest's own split field (train/dev)."),
+    split_field: str | None = typer.Option(None, help="Use the manifest's own split field (train/dev)."),
     val_fraction: float = typer.Option(0.2, help="Held-out share of cases/patients without --split-field."),
     features: str = typer.Option("handcrafted+imagenet", help="handcrafted (statistics, seconds) | imagenet[:PATH] (EfficientNet-Lite0 trained on ImageNet, shipped offline) | thumbnail | cnn (a CNN trained here, ~5 min) | tower:PATH | hf:ID_OR_PATH | clip:ID_OR_PATH, joined with +; the default handcrafted+imagenet is the most accurate measured"),
     threshold: float = typer.Option(0.5, help="Below this top probability the router searches all domains."),
     seed: int = typer.Option(0, help="Split and model seed."),
     cnn_epochs: int = typer.Option(30, min=1, help="Training epochs of the cnn features."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Register the router with this index."),
+    index: Path | None = typer.Option(None, "--index", "-i", help="Register the router with this index."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Train a domain classifier over image embeddings, split by case/patient id.
@@ -49,8 +48,10 @@ def domain_command(
         from mmedrag.index import Index
 
         opened = Index.open(index)
-        opened.set_extra("router", {"path": str(out.resolve()), "threshold": threshold,
-                                    "field": field})
+        from mmedrag.artefacts import RouterArtefact
+
+        router = RouterArtefact(path=str(out.resolve()))  # the threshold saved with it applies
+        opened.set_artefacts(opened.artefacts.model_copy(update={"router": router}))
         report["registered"] = str(index)
     if as_json:
         typer.echo(json.dumps(report, indent=1))

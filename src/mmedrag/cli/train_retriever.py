@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,25 +11,25 @@ import typer
 def retriever_command(
     manifest: Path = typer.Argument(..., help="Image–report manifest (JSONL/CSV)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained retriever and checkpoints."),
-    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="Train on this domain's rows only."),
+    domain: str | None = typer.Option(None, "--domain", "-d", help="Train on this domain's rows only."),
     domain_field: str = typer.Option("domain", help="Field holding the domain (e.g. modality)."),
-    text_field: Optional[str] = typer.Option(None, help="Report field (default text/report/caption)."),
-    split_field: Optional[str] = typer.Option(None, help="Manifest split field: train rows train, dev rows validate."),
+    text_field: str | None = typer.Option(None, help="Report field (default text/report/caption)."),
+    split_field: str | None = typer.Option(None, help="Manifest split field: train rows train, dev rows validate."),
     val_fraction: float = typer.Option(0.1, help="Validation share of cases/patients without --split-field."),
-    subset: Optional[str] = typer.Option(None, help="FIELD=VALUE: train on matching rows only (e.g. split=train)."),
-    case_text: Optional[Path] = typer.Option(None, help="cases.jsonl with case-level text (findings, diagnosis)."),
+    subset: str | None = typer.Option(None, help="FIELD=VALUE: train on matching rows only (e.g. split=train)."),
+    case_text: Path | None = typer.Option(None, help="cases.jsonl with case-level text (findings, diagnosis)."),
     aux_fields: str = typer.Option("modality,plane,location", help="Manifest labels learnt as auxiliary heads."),
     model: str = typer.Option("tower", help="tower (offline default) | an open_clip model id or hf-hub: path."),
-    pretrained: Optional[str] = typer.Option(None, help="open_clip pretrained tag or checkpoint file."),
+    pretrained: str | None = typer.Option(None, help="open_clip pretrained tag or checkpoint file."),
     epochs: int = typer.Option(24, help="Maximum epochs."),
     batch_size: int = typer.Option(64, help="In-batch negatives per step."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (one-cycle)."),
     size: int = typer.Option(64, help="Image side in pixels (tower)."),
-    extra_features: str = typer.Option("handcrafted+imagenet", help="Fixed per-image features beside the pixels (tower): handcrafted | imagenet (frozen EfficientNet-Lite0), joined with +; 'none' for pixels only."),
+    extra_features: str = typer.Option("handcrafted-small+imagenet", help="Fixed per-image features beside the pixels (tower), named like every image feature: handcrafted-small (468 statistics) | handcrafted | imagenet (frozen EfficientNet-Lite0) | hf:ID | ..., joined with +; 'none' for pixels only."),
     patience: int = typer.Option(8, help="Stop after this many epochs without a better validation recall."),
     seed: int = typer.Option(0, help="Random seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
-    index: Optional[Path] = typer.Option(None, "--index", "-i", help="Register the retriever with this index."),
+    index: Path | None = typer.Option(None, "--index", "-i", help="Register the retriever with this index."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Train image→report retrieval with symmetric InfoNCE (validation split by case/patient).
@@ -51,12 +50,11 @@ def retriever_command(
 
         opened = Index.open(index)
     if model == "tower":
-        from mmedrag.training.retriever import EXTRA_FEATURES, train_retriever
+        from mmedrag.encoders.features import split_spec
+        from mmedrag.training.retriever import train_retriever
 
-        unknown = [p for p in extra_features.split("+") if p not in (*EXTRA_FEATURES, "none")]
-        if unknown:
-            raise UsageError(f"--extra-features: unknown {unknown[0]!r} "
-                             f"({' | '.join(EXTRA_FEATURES)}, joined with +; or none)")
+        if extra_features != "none":
+            split_spec(extra_features)  # an unknown name is refused before any work
 
         cfg = TowerTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, size=size,
                                patience=patience, seed=seed,
@@ -77,7 +75,10 @@ def retriever_command(
             config=ClipTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                                    patience=patience, seed=seed))
     if opened is not None:
-        opened.set_extra("image_text", {"path": str(out.resolve()), "domain": domain})
+        from mmedrag.artefacts import TowerArtefact
+
+        tower = TowerArtefact(path=str(out.resolve()), domain=domain)
+        opened.set_artefacts(opened.artefacts.with_tower(tower))
         summary["registered"] = str(index)
     if as_json:
         typer.echo(json.dumps(summary, indent=1))

@@ -211,7 +211,7 @@ class ImageNetFeatures:
         """Features of images (paths, bytes, PIL images). Files and bytes are cached by content
         key: one query image is encoded once, though the router, the tower and the image store
         each ask for it."""
-        from mmedrag.training.data import letterbox
+        from mmedrag.encoders.pixels import letterbox
 
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)

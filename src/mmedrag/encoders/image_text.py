@@ -7,7 +7,7 @@
 - ``TransformersImageEncoder``: any transformers vision backbone (ViT, DINOv2, RAD-DINO, Swin,
   ConvNeXt, ...) from a hub id or a local folder; image side only (pooled features for the domain
   router's linear probe, image→image search).
-- ``TrainedTowerEncoder`` (in ``mmedrag.training.retriever``): the project's own image tower,
+- ``TrainedTowerEncoder`` (in ``mmedrag.encoders.tower``): the project's own image tower,
   trained to map images into a frozen text encoder's space.
 """
 

@@ -100,6 +100,8 @@ def closed_vqa_metrics(stats: Sequence[dict[str, Any]], positive: str = "yes") -
         "majority_label": majority_label, "n_yes_no": len(binary),
         "precision": precision, "recall": recall, "f1": f1,
         "unparsed_rate": sum(p is None for p in preds) / len(binary) if binary else 0.0,
+        # answers whose text reads the other way than the parsed yes/no (parsed from P(yes))
+        "text_parse_disagreement_rate": sum(bool(s.get("disagrees")) for s in stats) / n,
     }
     probs = [s.get("prob") for s in binary]
     if binary and all(p is not None for p in probs):

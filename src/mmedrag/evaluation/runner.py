@@ -219,10 +219,11 @@ class Runner:
 
     def _retrieval_row(self, pipe: Any, task: TaskSpec, sample: Sample) -> dict[str, Any]:
         start = time.perf_counter()
-        hits, _, info = pipe.retrieve(sample.question, sample.image, k=10)
+        found = pipe.retrieve(sample.question, sample.image, k=10)
+        hits = found.hits
         seconds = time.perf_counter() - start
         stats = (task.scorer(sample, [h.id for h in hits]) if task.kind == "retrieval"
-                 else task.scorer(sample, info.get("domain")))
+                 else task.scorer(sample, found.domain))
         row = _base_row(task, Variant("retrieval"), sample, stats)
         row.update({"tokens_in": 0, "tokens_out": 0, "seconds": {"total": round(seconds, 4)},
                     "evidence": [{"n": i, "id": h.id, "score": round(float(h.score), 4)}

@@ -141,6 +141,30 @@ def parse_citations(text: str) -> list[int]:
     return seen
 
 
+_NEGATIVE = re.compile(
+    r"\b(no|not|without|absent|negative|none|neither|nor|normal|unremarkable|rules? out|"
+    r"ruled out|free of|lack of|lacks?)\b", re.IGNORECASE)
+_AFFIRMATIVE = re.compile(
+    r"\b(there (?:is|are)|evidence of|shows?|showing|demonstrates?|present|consistent with|"
+    r"suggestive of|seen|visible|identified|noted|positive|indicates?)\b", re.IGNORECASE)
+
+
+def closed_text_polarity(text: str) -> str | None:
+    """How a closed answer without a yes/no word reads: ``"no"`` when its first sentence
+    negates, ``"yes"`` when it asserts a finding, None when it does neither.
+
+    Example:
+        >>> closed_text_polarity("There is evidence of a pneumoperitoneum.")
+        'yes'
+        >>> closed_text_polarity("The lungs are clear without effusion.")
+        'no'
+    """
+    sentence = first_sentence(text) or ""
+    if _NEGATIVE.search(sentence):
+        return "no"
+    return "yes" if _AFFIRMATIVE.search(sentence) else None
+
+
 def parse_answer(task: str, text: str, options: dict[str, str] | None = None) -> str | None:
     """The task's parsed answer: yes/no, an option letter, or the first sentence for open tasks.
 

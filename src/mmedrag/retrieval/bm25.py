@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from mmedrag.records import Hit, Query
 from mmedrag.retrieval.dense import query_filters
+from mmedrag.retrieval.protocol import SearchableIndex
 from mmedrag.stores.protocol import matches
 
 
 class BM25Retriever:
     """Sparse lexical retrieval; scores are BM25 scores (not comparable with cosines)."""
 
-    def __init__(self, index: Any, overfetch: int = 5) -> None:
+    def __init__(self, index: SearchableIndex, overfetch: int = 5) -> None:
         self.index = index
         self.overfetch = overfetch
         self.name = "bm25"

@@ -6,6 +6,7 @@ from typing import Any
 
 from mmedrag.errors import UsageError
 from mmedrag.records import Hit, Query
+from mmedrag.retrieval.protocol import SearchableIndex
 
 
 def query_filters(query: Query) -> dict[str, Any] | None:
@@ -26,7 +27,7 @@ class DenseRetriever:
         >>> DenseRetriever(index).retrieve(Query(text="pleural effusion"), k=5)  # doctest: +SKIP
     """
 
-    def __init__(self, index: Any, space: str = "text", exact: bool = False) -> None:
+    def __init__(self, index: SearchableIndex, space: str = "text", exact: bool = False) -> None:
         if space not in ("text", "image"):
             raise UsageError(f"dense retriever space must be 'text' or 'image', got {space!r}")
         self.index = index

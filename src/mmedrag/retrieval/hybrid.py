@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmedrag.records import Hit, Query
+from mmedrag.retrieval.protocol import SearchableIndex
 
 
 def reciprocal_rank_fusion(rankings: list[list[Hit]], k: int, c: int = 60,
@@ -38,7 +39,7 @@ class HybridRetriever:
         >>> HybridRetriever(index).retrieve(Query(text="pneumothorax"), k=10)  # doctest: +SKIP
     """
 
-    def __init__(self, index: Any, retrievers: list[Any] | None = None, c: int = 60,
+    def __init__(self, index: SearchableIndex, retrievers: list[Any] | None = None, c: int = 60,
                  fetch: int = 50) -> None:
         from mmedrag.retrieval.bm25 import BM25Retriever
         from mmedrag.retrieval.dense import DenseRetriever

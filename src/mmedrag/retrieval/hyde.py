@@ -26,6 +26,7 @@ import numpy as np
 from mmedrag.errors import UsageError
 from mmedrag.records import Hit, Query
 from mmedrag.retrieval.dense import query_filters
+from mmedrag.retrieval.protocol import SearchableIndex
 
 HYDE_PROMPT = ("Write a short passage from a medical report or textbook that answers the "
                "question. State findings plainly; do not mention that it is hypothetical.\n"
@@ -77,7 +78,7 @@ class HydeRetriever:
 
     name = "hyde"
 
-    def __init__(self, index: Any = None, generator: Any = None, base: Any = None,
+    def __init__(self, index: SearchableIndex | None = None, generator: Any = None, base: Any = None,
                  weight: float = 0.5, fusion: str = "mean", max_tokens: int = 128,
                  prompt: str = HYDE_PROMPT) -> None:
         if fusion not in ("mean", "rrf"):

@@ -24,6 +24,7 @@ import numpy as np
 from mmedrag.errors import UsageError
 from mmedrag.records import Hit, Query, Record, content_id
 from mmedrag.retrieval.kg_store import KnowledgeGraph, StoredTriple, normalise
+from mmedrag.retrieval.protocol import SearchableIndex
 
 FUNCTION_WORDS = frozenset(
     "a an and are as at be by can could do does for from has have how i in is it its me my of "
@@ -134,7 +135,7 @@ class KGRetriever:
 
     Args:
         index: optional Index; its text encoder embeds questions and triples, and its
-            ``extra("kg")`` names the graph when ``kg_path`` is not given.
+            ``artefacts.kg`` names the graph when ``kg_path`` is not given.
         kg_path: the SQLite graph file.
         encoder: a text encoder, a registry name ("hashing", "sentence-transformers") or
             ``{"name", "options"}``; default the index's text encoder, else all-MiniLM-L6-v2.
@@ -161,12 +162,12 @@ class KGRetriever:
 
     name = "kg"
 
-    def __init__(self, index: Any = None, kg_path: str | Path | None = None, encoder: Any = None,
+    def __init__(self, index: SearchableIndex | None = None, kg_path: str | Path | None = None, encoder: Any = None,
                  hops: int = 1, max_per_entity: int = 100, max_candidates: int = 400,
                  hop_decay: float = 0.8, mmr: float | None = None, reranker: Any = None,
                  rerank_top: int = 30, fuzzy_threshold: float = 85.0,
                  incoming_weight: float = 0.9, relation_weight: float = 0.5) -> None:
-        kg_path = kg_path or (index.extra("kg") if index is not None else None)
+        kg_path = kg_path or (index.artefacts.kg if index is not None else None)
         if not kg_path:
             raise UsageError("kg retriever needs kg_path (or an index with a stored 'kg' path; "
                              "see 'mmedrag kg build --index')")
@@ -197,7 +198,7 @@ class KGRetriever:
         return REGISTRY.create(kind, spec["name"], **dict(spec.get("options") or {}))
 
     @classmethod
-    def _encoder(cls, index: Any, encoder: Any) -> Any:
+    def _encoder(cls, index: SearchableIndex, encoder: Any) -> Any:
         if encoder is None:
             if index is not None:
                 return index.text_encoder

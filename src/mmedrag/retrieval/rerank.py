@@ -16,6 +16,7 @@ import numpy as np
 
 from mmedrag.errors import MmedragError, UsageError
 from mmedrag.records import Hit, Query
+from mmedrag.retrieval.protocol import SearchableIndex
 
 
 def reranked(hits: list[Hit], scores: list[float], order: list[int], by: str) -> list[Hit]:
@@ -39,7 +40,7 @@ class IdentityReranker:
 
     name = "none"
 
-    def __init__(self, index: Any = None) -> None:
+    def __init__(self, index: SearchableIndex | None = None) -> None:
         self.index = index
 
     def rerank(self, query: Query, hits: list[Hit], k: int | None = None) -> list[Hit]:
@@ -78,7 +79,7 @@ class CrossEncoderReranker:
     name = "cross-encoder"
 
     def __init__(self, model: str = "cross-encoder/ms-marco-MiniLM-L-6-v2", batch_size: int = 32,
-                 max_length: int = 512, device: str = "cpu", index: Any = None) -> None:
+                 max_length: int = 512, device: str = "cpu", index: SearchableIndex | None = None) -> None:
         from sentence_transformers import CrossEncoder
 
         from mmedrag.encoders.text import resolve_model_path
@@ -165,7 +166,7 @@ class MMRReranker:
 
     name = "mmr"
 
-    def __init__(self, index: Any = None, encoder: Any = None, lambda_mult: float = 0.7) -> None:
+    def __init__(self, index: SearchableIndex | None = None, encoder: Any = None, lambda_mult: float = 0.7) -> None:
         if not 0.0 <= float(lambda_mult) <= 1.0:
             raise UsageError(f"mmr reranker: lambda_mult must be in [0, 1], got {lambda_mult}")
         self.index = index

@@ -14,7 +14,7 @@ Which valid k is used (``choose``):
 Every valid k carries the same guarantee, so the choice only trades accuracy against cost.
 
 ``CalibratedSelector`` keeps the first k hits for the stored calibration (the pipeline passes
-``calibration=index.extra("calibration")``, written by ``mmedrag calibrate``).
+``calibration=index.artefacts.calibration``, written by ``mmedrag calibrate``).
 
 Example:
     >>> cal = calibrate({1: [True] * 90 + [False] * 10, 3: [True] * 97 + [False] * 3},
@@ -191,7 +191,7 @@ class CalibratedSelector:
 
     Args:
         calibration: a stored calibration (``Calibration.to_dict()``, e.g.
-            ``index.extra("calibration")``) or a Calibration.
+            ``index.artefacts.calibration``) or a Calibration.
         k: use this k instead (no guarantee; for ablations).
         fallback_k: k to use when the calibration found no valid k (the reason says so);
             without it such a calibration is refused.

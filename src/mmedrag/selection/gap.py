@@ -1,8 +1,12 @@
 """Adaptive number of contexts from the score curve: MMed-RAG's gap rule and its ratio variant.
 
-Both selectors read the hits in the order given (best first, as retrievers and rerankers return
-them) and keep a *prefix* of that order; they never reorder. Both are deterministic functions of
-the scores.
+Both rules assume a similarity curve sorted best first (S_1 ≥ S_2 ≥ …). Candidates fused by
+reciprocal rank are not in that order (a hit found by two retrievers outranks a more similar hit
+found by one), and reading the curve in fused order gave negative "gaps". So both selectors first
+sort the candidates by the similarity they read (:func:`hit_similarity`; stable, so equal
+similarities keep the given order), cut that curve, and return the kept hits most similar first;
+``details["reordered"]`` says whether the order changed. After a reranker, the similarity is the
+reranker's score, which is already in order. Both are deterministic functions of the scores.
 
 ``GapSelector`` is the rule of the MMed-RAG paper. With scores S_1 ≥ S_2 ≥ …, the gap statistic
 is u_i = log(S_i / S_{i+1}); the cut is at the first i (with k_min ≤ i < k_max) where u_i > γ,
@@ -53,6 +57,20 @@ def hit_similarity(hit: Hit) -> float:
     """
     value = hit.details.get("similarity") if hit.details else None
     return float(hit.score if value is None else value)
+
+
+def by_similarity(hits: list[Hit]) -> tuple[list[Hit], bool]:
+    """The hits sorted by :func:`hit_similarity`, best first (stable), and whether that changed
+    their order.
+
+    Example:
+        >>> from mmedrag.records import Record
+        >>> hits = [Hit(Record(id=i, text=""), s) for i, s in (("a", 0.5), ("b", 0.9))]
+        >>> [h.id for h in by_similarity(hits)[0]], by_similarity(hits)[1]
+        (['b', 'a'], True)
+    """
+    ordered = sorted(hits, key=lambda h: -hit_similarity(h))
+    return ordered, any(a is not b for a, b in zip(ordered, hits, strict=True))
 
 
 def gap_statistics(scores: list[float]) -> tuple[list[float], str]:
@@ -107,11 +125,14 @@ class GapSelector:
         self.k_min, self.k_max = _check_bounds(self.name, k_min, k_max)
 
     def select(self, hits: list[Hit]) -> Selection:
+        hits, reordered = by_similarity(hits)
         window = [hit_similarity(h) for h in hits[: self.k_max]]
         gaps, statistic = gap_statistics(window)
         details: dict[str, Any] = {"selector": self.name, "gamma": self.gamma,
                                    "k_min": self.k_min, "k_max": self.k_max,
                                    "candidates": len(hits), "statistic": statistic,
+                                   "reordered": reordered,
+                                   "similarities": [round(v, 6) for v in window],
                                    "gaps": [round(u, 6) for u in gaps]}
         cut = None
         # keep i hits when the gap after hit i is big
@@ -182,9 +203,11 @@ class RatioSelector:
         self.k_min, self.k_max = _check_bounds(self.name, k_min, k_max)
 
     def select(self, hits: list[Hit]) -> Selection:
+        hits, reordered = by_similarity(hits)
         window = [hit_similarity(h) for h in hits[: self.k_max]]
         details: dict[str, Any] = {"selector": self.name, "tau": self.tau, "k_min": self.k_min,
-                                   "k_max": self.k_max, "candidates": len(hits)}
+                                   "k_max": self.k_max, "candidates": len(hits),
+                                   "reordered": reordered}
         if not window:
             return Selection(hits=[], k=0, reason="no hits to select from", details=details)
         top = window[0]

@@ -59,7 +59,7 @@ _SEARCH_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object", "properties": {
         "text": {"type": "string"}, "image_b64": {"type": "string", "format": "byte"},
         "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": 100},
-        "mode": {"type": "string", "enum": ["dense", "bm25", "hybrid"], "default": "hybrid"},
+        "mode": {"type": "string", "enum": ["dense", "bm25", "hybrid", "image-image"]},
         "domain": {"type": "string"}}}},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "image": {"type": "string", "format": "binary"}, "text": {"type": "string"},
@@ -174,7 +174,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         fields = body.fields
         text = inputs.text_field(fields, "text")
         k = inputs.int_field(fields, "k", 10, 1, 100)
-        mode = inputs.text_field(fields, "mode", max_chars=16) or "hybrid"
+        mode = inputs.text_field(fields, "mode", max_chars=16) or None
         domain = inputs.text_field(fields, "domain", max_chars=100)
         return await run_in_threadpool(service.search, text, body.image, k, mode, domain)
 

@@ -19,11 +19,12 @@ import numpy as np
 
 from mmedrag.config import Config
 from mmedrag.errors import MmedragError
-from mmedrag.records import Hit, Query
+from mmedrag.index import Index
+from mmedrag.records import Hit
+from mmedrag.retrieval.flow import SEARCH_MODES, RetrievalFlow
 from mmedrag.server.concurrency import AnswerGate, guard_index, lazy
 from mmedrag.server.inputs import BadRequest, valid_record_id
 
-SEARCH_MODES = ("dense", "bm25", "hybrid")
 THUMBNAIL_SIZES = (64, 128, 256, 512)
 
 
@@ -67,18 +68,12 @@ class Service:
         2
     """
 
-    def __init__(self, index: Any, config: Config, max_waiting: int = 8) -> None:
-        from mmedrag.retrieval.bm25 import BM25Retriever
-        from mmedrag.retrieval.dense import DenseRetriever
-        from mmedrag.retrieval.hybrid import HybridRetriever
-
+    def __init__(self, index: Index, config: Config, max_waiting: int = 8) -> None:
         self.index = guard_index(index)
         self.config = config
         self.gate = AnswerGate(max_waiting)
-        self.retrievers = {"dense": DenseRetriever(index), "bm25": BM25Retriever(index),
-                           "hybrid": HybridRetriever(index)}
-        self.image_retriever = (DenseRetriever(index, space="image")
-                                if index.image_store is not None else None)
+        # the one retrieval flow: /v1/search and the pipeline behind /v1/answer share it
+        self.flow = RetrievalFlow(config, self.index)
         self.pipeline = lazy(self._build_pipeline)
         self.pipeline_error: str | None = None
         self._thumbnails: OrderedDict[tuple[str, int], bytes] = OrderedDict()
@@ -92,9 +87,9 @@ class Service:
         return cls(Index.open(index_dir), config, max_waiting)
 
     def _build_pipeline(self) -> Any:
-        from mmedrag.pipeline import Pipeline
+        from mmedrag.pipeline import build
 
-        pipeline = Pipeline.from_config(self.config, index=self.index)
+        pipeline = build(self.config, index=self.index, flow=self.flow)
         pipeline.generator  # noqa: B018 - build it now: a bad generator config is a 503, not a 400
         return pipeline
 
@@ -175,26 +170,22 @@ class Service:
 
     # -- search and answer -----------------------------------------------------------------
     def search(self, text: str | None = None, image: Any = None, k: int = 10,
-               mode: str = "hybrid", domain: str | None = None) -> dict[str, Any]:
-        """Text search by ``mode``; image search is dense image-to-image; both are RRF-fused."""
-        from mmedrag.retrieval.hybrid import reciprocal_rank_fusion
-
-        if mode not in SEARCH_MODES:
+               mode: str | None = None, domain: str | None = None) -> dict[str, Any]:
+        """The retrieval flow's ranked candidates (no selection), with the route decision and
+        the retrievers used; ``mode``: dense | bm25 | hybrid (text side) | image-image."""
+        if mode is not None and mode not in SEARCH_MODES:
             raise BadRequest(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
         if not text and image is None:
             raise BadRequest("send 'text', an image, or both")
-        if image is not None and self.image_retriever is None:
-            raise BadRequest("this index has no image encoder: search by text")
+        if image is not None and self.index.image_store is None and \
+                not self.index.artefacts.towers and self.config.retrieval.image_text is None:
+            raise BadRequest("this index has no image encoder or tower: search by text")
         start = time.perf_counter()
-        query = Query(text=text or "", image=image, domain=domain or None)
-        rankings: list[list[Hit]] = []
-        if text:
-            rankings.append(self.retrievers[mode].retrieve(query, k))
-        if image is not None and self.image_retriever is not None:
-            rankings.append(self.image_retriever.retrieve(query, k))
-        hits = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings, k)
-        used = "+".join(([mode] if text else []) + (["image"] if image is not None else []))
-        return plain({"hits": [hit_dict(h) for h in hits], "k": k, "mode": used,
+        found = self.flow.for_mode(mode).run(text or "", image, k,
+                                             filters={"domain": domain} if domain else None,
+                                             select=False)
+        return plain({"hits": [hit_dict(h) for h in found.candidates], "k": k,
+                      "mode": mode or self.config.retrieval.mode, **found.to_dict(),
                       "seconds": round(time.perf_counter() - start, 4)})
 
     def answer(self, question: str, image: Any = None, task: str = "open_vqa",

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from mmedrag.errors import MmedragError, UsageError, optional_import
-from mmedrag.evaluation.retrieval import rank_by_similarity, retrieval_metrics
-from mmedrag.training.data import Row, read_rows, split_rows
-from mmedrag.training.tower import info_nce, positive_matrix
+from mmedrag.ingest.labelled import Row, read_rows, split_rows
+from mmedrag.ir_metrics import rank_by_similarity, retrieval_metrics
+from mmedrag.training.objectives import info_nce, positive_matrix
 
 
 @dataclass

@@ -24,32 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from mmedrag.errors import MmedragError
+from mmedrag.encoders.cnn import FORMAT, INPUT, PRELOAD, STEM, WIDTHS, network
 
-PRELOAD = 128
-INPUT = 128
-WIDTHS = (32, 64, 96, 128, 160)
-STEM = 24
-FORMAT = "mmedrag-cnn/2"
-
-
-def _network(classes: int) -> Any:
-    import torch.nn as nn
-
-    layers: list[Any] = [nn.Conv2d(1, STEM, 3, stride=2, padding=1, bias=False),
-                         nn.BatchNorm2d(STEM), nn.ReLU(inplace=True)]
-    channels = STEM
-    for number, width in enumerate(WIDTHS):
-        stride = 2 if number else 1
-        layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False),
-                   nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                   nn.Conv2d(width, width, 3, padding=1, bias=False),
-                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-        channels = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    trunk = nn.Sequential(*layers)
-    return nn.ModuleDict({"trunk": trunk, "head": nn.Sequential(nn.Dropout(0.3),
-                                                                 nn.Linear(channels, classes))})
+__all__ = ["PRELOAD", "save_cnn", "train_cnn"]
 
 
 def _augment(batch: Any, generator: Any) -> Any:
@@ -70,18 +47,6 @@ def _augment(batch: Any, generator: Any) -> Any:
     return F.grid_sample(batch, grid, align_corners=False, padding_mode="zeros")
 
 
-def _standard(pixels: Any) -> Any:
-    """uint8 (n, H, W) → float (n, 1, INPUT, INPUT) in [0, 1], the whole image resized."""
-    import torch
-    import torch.nn.functional as F
-
-    batch = torch.as_tensor(np.asarray(pixels), dtype=torch.float32).unsqueeze(1) / 255.0
-    if batch.shape[-1] != INPUT:
-        batch = F.interpolate(batch, size=(INPUT, INPUT), mode="bilinear", antialias=True,
-                              align_corners=False)
-    return batch
-
-
 def train_cnn(pixels: np.ndarray, labels: list[str], epochs: int = 30, batch_size: int = 48,
               seed: int = 0, progress: bool = False) -> tuple[Any, list[str]]:
     """Train the CNN on letterboxed grey ``pixels`` (n, 128, 128) uint8; returns (model, classes).
@@ -100,7 +65,7 @@ def train_cnn(pixels: np.ndarray, labels: list[str], epochs: int = 30, batch_siz
     counts = torch.bincount(target, minlength=len(classes)).float()
     weights = counts.sum() / (len(classes) * counts)
     images = torch.as_tensor(pixels, dtype=torch.float32).unsqueeze(1) / 255.0
-    model = _network(len(classes))
+    model = network(len(classes))
     steps = epochs * math.ceil(len(labels) / batch_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
@@ -131,50 +96,3 @@ def save_cnn(model: Any, classes: list[str], path: str | Path) -> None:
     torch.save({"format": FORMAT, "classes": classes, "widths": list(WIDTHS),
                 "stem": STEM, "input": INPUT,
                 "state": model.state_dict()}, Path(path))
-
-
-class CnnFeatures:
-    """Frozen features of a CNN saved by :func:`save_cnn` (mirror-averaged, 160 values).
-
-    Example:
-        >>> CnnFeatures("models/domain/cnn.pt").encode_images(["scan.png"]).shape  # doctest: +SKIP
-        (1, 160)
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        import torch
-
-        path = Path(path)
-        if not path.exists():
-            raise MmedragError(f"{path}: CNN weights not found (retrain the router)")
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a torn or foreign file: one clear line, no traceback
-            raise MmedragError(f"{path}: not a compatible mmedrag CNN ({error})") from error
-        if not isinstance(saved, dict) or saved.get("format") != FORMAT or (
-                list(saved["widths"]), saved.get("stem"), saved.get("input")) != (
-                list(WIDTHS), STEM, INPUT):
-            raise MmedragError(f"{path}: not a compatible mmedrag CNN")
-        self.classes: list[str] = list(saved["classes"])
-        self.model = _network(len(self.classes))
-        self.model.load_state_dict(saved["state"])
-        self.model.eval()
-        self.name = f"cnn:{path.name}"
-        self.dim = WIDTHS[-1]
-
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Features of letterboxed grey pixels (n, H, W) uint8."""
-        import torch
-
-        torch.set_num_threads(2)
-        with torch.no_grad():
-            batch = _standard(pixels)
-            feats = (self.model["trunk"](batch) + self.model["trunk"](batch.flip(-1))) / 2
-        return feats.numpy().astype(np.float32)
-
-    def encode_images(self, images: list[Any]) -> np.ndarray:
-        from mmedrag.training.data import letterbox
-
-        if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode_pixels(np.stack([letterbox(image, PRELOAD) for image in images]))

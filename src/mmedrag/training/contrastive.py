@@ -22,9 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmedrag.encoders.tower import ImageTower, _extra, embed_pixels, to_tensor, tower_config
 from mmedrag.errors import MmedragError
-from mmedrag.evaluation.retrieval import rank_by_similarity, retrieval_metrics
-from mmedrag.training.tower import ImageTower, LogitScale, augment, info_nce, tower_config
+from mmedrag.ir_metrics import rank_by_similarity, retrieval_metrics
+from mmedrag.training.objectives import LogitScale, augment, info_nce
 
 
 @dataclass
@@ -46,9 +47,10 @@ class TowerTrainConfig:
     monitor: str = "MRR"
     dropout: float = 0.3
     threads: int = 0
-    # fixed per-image features beside the pixels: "handcrafted", "imagenet" (frozen
-    # EfficientNet-Lite0), joined with "+"; "" for pixels only
-    extra_features: str = "handcrafted+imagenet"
+    # fixed per-image features beside the pixels, named as every image feature is
+    # (mmedrag.encoders.features): "handcrafted-small" (468 statistics), "imagenet" (frozen
+    # EfficientNet-Lite0), ... joined with "+"; "" for pixels only
+    extra_features: str = "handcrafted-small+imagenet"
 
 
 @dataclass
@@ -74,26 +76,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     path: Path
     seconds: float
-
-
-def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255).unsqueeze(1)
-
-
-def _extra(extra: np.ndarray | None, idx: Any) -> torch.Tensor | None:
-    return None if extra is None else torch.from_numpy(extra[idx])
-
-
-def embed_pixels(model: ImageTower, pixels: np.ndarray, batch: int = 128,
-                 extra: np.ndarray | None = None) -> np.ndarray:
-    """Eval-mode tower embeddings of preloaded pixels (and fixed features when it uses them)."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(pixels), batch):
-            part = slice(start, start + batch)
-            out.append(model(to_tensor(pixels[part]), _extra(extra, part))[0].numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.project.out_features), np.float32)
 
 
 def evaluate_recall(model: ImageTower, data: PairSet,

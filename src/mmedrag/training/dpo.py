@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from mmedrag.errors import UsageError
+from mmedrag.generation.hf_models import DeviceChoice, load_model, select_device
 from mmedrag.preference.dataset import read_pairs, trl_rows
-from mmedrag.preference.models import DeviceChoice, load_model, select_device
 
 STAGES = {"cm,oa": (("cm", ("cm",)), ("oa", ("oa1", "oa2"))),
           "mixed": (("mixed", ("cm", "oa1", "oa2")),)}

@@ -35,7 +35,8 @@ def score_closed(sample: Sample, answer: Any) -> dict[str, Any]:
                 "correct": stats["correct"]}
     pred = answer.parsed if answer.parsed in ("yes", "no") else None
     return {"pred": pred, "ref": sample.reference, "prob": answer.yes_probability,
-            "correct": pred == sample.reference}
+            "correct": pred == sample.reference,
+            "disagrees": bool(getattr(answer, "warnings", None))}
 
 
 def score_open(sample: Sample, answer: Any) -> dict[str, Any]:
@@ -72,7 +73,7 @@ def score_retrieval(sample: Sample, ranking: list[str]) -> dict[str, Any]:
 
 
 def retrieval_aggregate(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    from mmedrag.evaluation.retrieval import retrieval_metrics
+    from mmedrag.ir_metrics import retrieval_metrics
 
     if not stats:
         return {"n": 0}
@@ -85,7 +86,7 @@ def score_domain(sample: Sample, predicted: str | None) -> dict[str, Any]:
 
 
 def domain_aggregate(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    from mmedrag.evaluation.retrieval import domain_accuracy
+    from mmedrag.ir_metrics import domain_accuracy
 
     if not stats:
         return {"n": 0}

@@ -1,4 +1,4 @@
-"""Labelled image manifests for training: rows, group-level splits, and preloaded image tensors.
+"""Labelled image manifests: rows with image, report, group and labels, and group-level splits.
 
 Rows are read from the ecosystem's JSONL/CSV manifests (``id, image, text|caption, ...``) with the
 image path resolved against the manifest. Splits are by *group* (case or patient id) so that no
@@ -7,21 +7,16 @@ patient's images land on both sides of a split.
 Example:
     >>> rows = read_rows("pairs.jsonl", label_field="modality")      # doctest: +SKIP
     >>> train, val = split_rows(rows, val_fraction=0.1)              # doctest: +SKIP
-    >>> pixels = preload_images(train, size=128)                     # (n, 128, 128) uint8
 """
 
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mmedrag.errors import InputError, UsageError
-from mmedrag.ingest.images import load_image
 from mmedrag.ingest.manifest import TEXT_FIELDS, _rows
 
 GROUP_FIELDS = ("case_id", "patient_id", "study_id", "case", "patient")
@@ -117,26 +112,3 @@ def split_rows(rows: list[Row], val_fraction: float = 0.1, seed: int = 0,
         raise UsageError(f"cannot split {len(rows)} rows in {len({r.group for r in rows})} "
                          f"groups with validation fraction {val_fraction}")
     return train, val
-
-
-def letterbox(image: Any, size: int) -> np.ndarray:
-    """Grey ``size``×``size`` uint8 array: the image scaled to fit, centred on black."""
-    grey = load_image(image).convert("L")
-    width, height = grey.size
-    scale = size / max(width, height)
-    new = (max(1, round(width * scale)), max(1, round(height * scale)))
-    grey = grey.resize(new)
-    canvas = np.zeros((size, size), dtype=np.uint8)
-    top, left = (size - new[1]) // 2, (size - new[0]) // 2
-    canvas[top:top + new[1], left:left + new[0]] = np.asarray(grey)
-    return canvas
-
-
-def preload_images(sources: list[Any], size: int = 128, workers: int = 2) -> np.ndarray:
-    """Letterboxed grey pixels of each source (row, path or PIL image): (n, size, size) uint8."""
-    items = [s.image if isinstance(s, Row) else s for s in sources]
-    if not items:
-        return np.zeros((0, size, size), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        arrays = list(pool.map(lambda item: letterbox(item, size), items))
-    return np.stack(arrays)

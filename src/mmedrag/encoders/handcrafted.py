@@ -135,3 +135,11 @@ class HandcraftedImageFeatures:
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "dim": self.dim}
+
+
+class SmallHandcraftedImageFeatures(HandcraftedImageFeatures):
+    """The 468 hand-crafted values without the full-resolution scanner cues
+    (``handcrafted-small``: the tower's fixed inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__(native=False)

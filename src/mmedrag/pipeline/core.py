@@ -1,8 +1,9 @@
-"""The one object that answers a question: route → retrieve → fuse → rerank → select → prompt →
-generate → parse, with a trace and timings for every stage.
+"""The one object that answers a question: retrieve (the one retrieval flow: route → retrieve →
+fuse → rerank → select) → prompt → generate → parse, with a trace and timings for every stage.
 
 The CLI (``mmedrag ask``), the REST server, the evaluation runner and the preference builder are
-thin shells around :class:`Pipeline`.
+thin shells around :class:`Pipeline` (or :class:`mmedrag.pipeline.RetrieveOnDemand` around it,
+when ``retrieve_on_demand`` is set; :func:`mmedrag.pipeline.build` picks).
 
 Example:
     >>> pipe = Pipeline.from_config("config.yaml", index="idx")            # doctest: +SKIP
@@ -16,19 +17,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmedrag.config import Component, Config
 from mmedrag.errors import UsageError
-from mmedrag.generation.parse import parse_answer, parse_citations
+from mmedrag.generation.parse import closed_text_polarity, parse_answer, parse_citations
 from mmedrag.generation.prompts import MAX_EVIDENCE_CHARS, build_messages, check_task
 from mmedrag.generation.protocol import GenerationParams, Generator
-from mmedrag.pipeline_retrieval import RetrievalFlow
 from mmedrag.records import Answer, Evidence, Generation, Hit
 from mmedrag.registry import REGISTRY
+from mmedrag.retrieval.flow import RetrievalFlow, RetrievalResult, Route
+from mmedrag.retrieval.protocol import SearchableIndex
 from mmedrag.selection.protocol import Selection
 
 _MAX_TOKENS = {"closed_vqa": 32, "open_vqa": 48, "mcq": 64, "mcq_voc": 256, "report": 256,
@@ -52,17 +54,25 @@ class Pipeline:
         'no'
     """
 
-    def __init__(self, config: Config, index: Any | None, generator: Generator | None = None,
-                 evidence_chars: int = MAX_EVIDENCE_CHARS) -> None:
+    def __init__(self, config: Config, index: SearchableIndex | None,
+                 generator: Generator | None = None,
+                 evidence_chars: int = MAX_EVIDENCE_CHARS,
+                 flow: RetrievalFlow | None = None) -> None:
+        if config.retrieve_on_demand is not None:
+            raise UsageError("retrieve_on_demand is applied by RetrieveOnDemand around the "
+                             "pipeline: build it with mmedrag.pipeline.build(config, index)")
         self.config = config
         self.evidence_chars = evidence_chars
         self.index = index
         self._generator = generator
-        self._flow = RetrievalFlow(config, index)
+        if flow is not None and flow.config is not config:
+            raise UsageError("a shared retrieval flow must be built from the same config")
+        self._flow = flow or (RetrievalFlow(config, index) if index is not None else None)
 
     @classmethod
     def from_config(cls, config: Config | str | Path | None = None,
-                    index: str | Path | Any | None = None) -> Pipeline:
+                    index: str | Path | SearchableIndex | None = None,
+                    flow: RetrievalFlow | None = None) -> Pipeline:
         """Build from a Config, a YAML path or defaults, and an index folder or open Index."""
         if config is None:
             cfg = Config()
@@ -74,7 +84,7 @@ class Pipeline:
             from mmedrag.index import Index
 
             index = Index.open(index)
-        return cls(cfg, index)
+        return cls(cfg, index, flow=flow)
 
     # -- components --------------------------------------------------------------------------
     @property
@@ -103,14 +113,23 @@ class Pipeline:
         clone = copy.copy(self)
         clone.config = self.config.model_copy(update=update)
         clone._generator = generator if generator is not None else self._generator
-        clone._flow = self._flow.derive(clone.config, keep_selector=selector is None)
+        if self._flow is not None:
+            clone._flow = self._flow.derive(clone.config, keep_selector=selector is None)
         return clone
+
+    @property
+    def flow(self) -> RetrievalFlow:
+        """The retrieval flow (the same one ``mmedrag search`` and ``/v1/search`` run)."""
+        if self._flow is None:
+            raise UsageError("this pipeline has no index: pass index=... or answer with "
+                             "use_rag=False")
+        return self._flow
 
     # -- retrieval ---------------------------------------------------------------------------
     def retrieve(self, question: str = "", image: Any = None, k: int | None = None,
                  filters: dict[str, Any] | None = None, exclude_ids: set[str] | None = None,
-                 ) -> tuple[list[Hit], Selection, dict[str, Any]]:
-        """Route, retrieve, fuse, rerank and select.
+                 ) -> RetrievalResult:
+        """Route, retrieve, fuse, rerank and select (see :meth:`RetrievalFlow.run`).
 
         Args:
             question: query text (may be empty for image-only retrieval).
@@ -118,18 +137,9 @@ class Pipeline:
             k: candidates to retrieve before selection (default ``config.retrieval.k``).
             filters: store filters (field → value or list of values), e.g. ``{"split": "train"}``.
             exclude_ids: record ids never to return (e.g. the query's own pair in evaluations).
-
-        Returns:
-            (selected hits, the Selection, trace info with ``domain``, ``route``, ``trace``
-            lines and ``seconds`` per stage).
         """
-        if self.index is None:
-            raise UsageError("this pipeline has no index: pass index=... or answer with "
-                             "use_rag=False")
-        if not question and image is None:
-            raise UsageError("retrieve needs a question, an image, or both")
-        return self._flow.run(question, image, k or self.config.retrieval.k, filters,
-                              exclude_ids, generator=lambda: self.generator)
+        return self.flow.run(question, image, k, filters, exclude_ids,
+                             generator=lambda: self.generator)
 
     # -- answering ---------------------------------------------------------------------------
     def answer(self, question: str, image: Any = None, task: str = "open_vqa",
@@ -152,59 +162,39 @@ class Pipeline:
             filters: retrieval store filters; exclude_ids: record ids never used as evidence.
         """
         check_task(task)
-        if not question.strip():
-            if task != "report" or image is None:
-                raise UsageError("the question is empty")
-            question = "Write the radiology report for this image."
-        total_start = time.perf_counter()
-        params = params or GenerationParams(max_tokens=_MAX_TOKENS[task])
+        question = _question(question, task, image)
+        start = time.perf_counter()
         image = _load(image, "image")
-        retrieval_image = (image if retrieval_image is None
-                           else _load(retrieval_image, "retrieval image"))
-        trace: list[str] = []
-        seconds: dict[str, float] = {}
-        threshold = self.config.retrieve_on_demand
-        if use_rag and evidence is None and threshold is not None:
-            first = self._generate(task, question, image, options, [], params, trace, seconds,
-                                   want_confidence=True)
-            confidence = _confidence(first[0], task)
-            if confidence >= threshold:
-                trace.append(f"retrieve-on-demand: answered without retrieval (confidence "
-                             f"{confidence:.2f} >= threshold {threshold:.2f})")
-                return self._finish(question, task, options, first, None, {}, trace,
-                                    seconds, total_start, used_rag=False)
-            trace.append(f"retrieve-on-demand: confidence {confidence:.2f} < threshold "
-                         f"{threshold:.2f}, so evidence was retrieved")
-            seconds["generate_without_retrieval"] = seconds.pop("generate")
+        retrieval_image = image if retrieval_image is None else _load(retrieval_image,
+                                                                      "retrieval image")
         # A report request is an instruction, not a query: reports are retrieved by the image.
         query = "" if task == "report" and retrieval_image is not None else question
-        hits, selection, info = self._evidence(query, retrieval_image, use_rag, evidence,
-                                               filters, exclude_ids)
-        trace.extend(info.get("trace", []))
-        seconds.update(info.get("seconds", {}))
-        result = self._generate(task, question, image, options, hits, params, trace, seconds)
-        return self._finish(question, task, options, result, selection, info, trace,
-                            seconds, total_start, used_rag=use_rag)
+        found = self._evidence(query, retrieval_image, use_rag, evidence, filters, exclude_ids)
+        trace = list(found.trace)
+        seconds = dict(found.seconds)
+        result = self.generate(task, question, image, options, found.hits, params, trace,
+                               seconds)
+        return self.finish(question, task, options, result, found, trace, seconds, start,
+                           used_rag=use_rag)
 
     def _evidence(self, question: str, image: Any, use_rag: bool, evidence: list[Hit] | None,
                   filters: dict[str, Any] | None, exclude_ids: set[str] | None,
-                  ) -> tuple[list[Hit], Selection | None, dict[str, Any]]:
+                  ) -> RetrievalResult:
         if evidence is not None:
             selection = Selection(hits=list(evidence), k=len(evidence),
                                   reason=f"{len(evidence)} evidence item(s) given by the caller")
-            info = {"trace": ["evidence given by the caller; no retrieval"]}
-            return list(evidence), selection, info
+            return RetrievalResult(list(evidence), selection, Route(None), [], {},
+                                   ["evidence given by the caller; no retrieval"])
         if not use_rag:
-            return [], None, {"trace": ["retrieval off (use_rag=False)"]}
-        if self.index is None:
-            raise UsageError("use_rag=True needs an index (or pass use_rag=False)")
+            return RetrievalResult([], None, Route(None), [], {}, ["retrieval off (use_rag=False)"])
         return self.retrieve(question, image, None, filters, exclude_ids)
 
-    def _generate(self, task: str, question: str, image: Any, options: dict[str, str] | None,
-                  hits: list[Hit], params: GenerationParams, trace: list[str],
-                  seconds: dict[str, float], want_confidence: bool = False,
-                  ) -> tuple[Generation, list[dict[str, Any]], bool, list[Hit]]:
+    def generate(self, task: str, question: str, image: Any, options: dict[str, str] | None,
+                 hits: list[Hit], params: GenerationParams | None, trace: list[str],
+                 seconds: dict[str, float], want_confidence: bool = False) -> Generated:
+        """Build the prompt for ``hits`` (fitted to the context window) and generate."""
         generator = self.generator
+        params = params or GenerationParams(max_tokens=_MAX_TOKENS[task])
         sees = bool(getattr(generator, "sees_images", False)) and image is not None
         mode = "seen" if sees else ("not_seen" if image is not None else "none")
         hits, messages = self._fit(generator, task, question, hits, options, mode, params, trace)
@@ -219,7 +209,7 @@ class Pipeline:
             note += "; it reached the model only through the retrieved evidence" if hits else ""
             if note not in trace:
                 trace.append(note)
-        return generation, messages, sees, hits
+        return Generated(generation, messages, sees, hits)
 
     def _fit(self, generator: Any, task: str, question: str, hits: list[Hit],
              options: dict[str, str] | None, mode: str, params: GenerationParams,
@@ -240,11 +230,11 @@ class Pipeline:
                          f"context window of {getattr(generator, 'name', 'the generator')}")
         return kept, messages
 
-    def _finish(self, question: str, task: str, options: dict[str, str] | None,
-                result: tuple[Generation, list[dict[str, Any]], bool, list[Hit]],
-                selection: Selection | None, info: dict[str, Any], trace: list[str],
-                seconds: dict[str, float], total_start: float, used_rag: bool) -> Answer:
-        generation, messages, sees, hits = result
+    def finish(self, question: str, task: str, options: dict[str, str] | None,
+               result: Generated, found: RetrievalResult, trace: list[str],
+               seconds: dict[str, float], start: float, used_rag: bool) -> Answer:
+        """The Answer: parsed, evidence numbered and marked cited, trace, tokens and seconds."""
+        generation, hits = result.generation, result.hits
         cited = set(parse_citations(generation.text))
         evidence = [Evidence(number=n, hit=hit, cited=n in cited)
                     for n, hit in enumerate(hits, start=1)]
@@ -253,24 +243,55 @@ class Pipeline:
             trace.append(f"the answer cites evidence that does not exist: {unknown}")
         for stage in ("route", "retrieve", "rerank", "select", "generate"):
             seconds.setdefault(stage, 0.0)
-        seconds["total"] = time.perf_counter() - total_start
+        seconds["total"] = time.perf_counter() - start
         trace.append(f"prompt {self.config.prompt_version}/{task}; generated by "
                      f"{generation.model or getattr(self.generator, 'name', '?')}: "
                      f"{generation.tokens_in} tokens in, {generation.tokens_out} out")
-        parsed = parse_answer(task, generation.text, options)
-        if parsed is None and task == "closed_vqa" and generation.yes_probability is not None:
-            parsed = "yes" if generation.yes_probability >= 0.5 else "no"
-            trace.append(f"no yes/no in the answer text: parsed from P(yes)="
-                         f"{generation.yes_probability:.2f} at the first token")
+        parsed, warnings = _parse(task, generation, options, trace)
         return Answer(question=question, text=generation.text.strip(),
-                      parsed=parsed, evidence=evidence,
-                      domain=info.get("domain"),
-                      selection=selection.to_dict() if selection is not None else {},
+                      parsed=parsed, evidence=evidence, domain=found.domain,
+                      selection=found.selection.to_dict() if found.selection else {},
                       trace=trace, tokens_in=generation.tokens_in,
                       tokens_out=generation.tokens_out,
-                      seconds={k: round(v, 4) for k, v in seconds.items()}, image_seen=sees,
-                      yes_probability=generation.yes_probability, messages=messages,
-                      used_rag=used_rag)
+                      seconds={k: round(v, 4) for k, v in seconds.items()},
+                      image_seen=result.sees, yes_probability=generation.yes_probability,
+                      messages=result.messages, used_rag=used_rag, warnings=warnings,
+                      route=found.route.to_dict())
+
+
+@dataclass
+class Generated:
+    """One generation with the messages it was given and the evidence that fitted."""
+
+    generation: Generation
+    messages: list[dict[str, Any]]
+    sees: bool
+    hits: list[Hit]
+
+
+def _question(question: str, task: str, image: Any) -> str:
+    if question.strip():
+        return question
+    if task != "report" or image is None:
+        raise UsageError("the question is empty")
+    return "Write the radiology report for this image."
+
+
+def _parse(task: str, generation: Generation, options: dict[str, str] | None,
+           trace: list[str]) -> tuple[str | None, list[str]]:
+    """The parsed answer, and warnings when a closed answer's text contradicts it."""
+    parsed = parse_answer(task, generation.text, options)
+    warnings: list[str] = []
+    if parsed is None and task == "closed_vqa" and generation.yes_probability is not None:
+        parsed = "yes" if generation.yes_probability >= 0.5 else "no"
+        trace.append(f"no yes/no in the answer text: parsed from P(yes)="
+                     f"{generation.yes_probability:.2f} at the first token")
+        lean = closed_text_polarity(generation.text)
+        if lean is not None and lean != parsed:
+            warnings.append(f"the answer text reads as '{lean}' but the parsed answer (from "
+                            f"P(yes)={generation.yes_probability:.2f}) is '{parsed}'")
+            trace.append(f"warning: {warnings[-1]}")
+    return parsed, warnings
 
 
 def _load(image: Any, what: str) -> Any:
@@ -281,13 +302,4 @@ def _load(image: Any, what: str) -> Any:
     return load_image(image, what=str(image) if isinstance(image, (str, Path)) else what)
 
 
-def _confidence(generation: Generation, task: str) -> float:
-    """Self-assessed confidence: yes/no margin for closed questions, else mean token probability."""
-    if task == "closed_vqa" and generation.yes_probability is not None:
-        return max(generation.yes_probability, 1.0 - generation.yes_probability)
-    if generation.logprobs:
-        return math.exp(sum(generation.logprobs) / len(generation.logprobs))
-    return 0.0
-
-
-__all__ = ["Pipeline"]
+__all__ = ["Generated", "Pipeline"]

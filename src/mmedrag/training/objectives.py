@@ -15,73 +15,10 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-HIST_BINS = 32
-
-
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True))
-
-
-def intensity_histogram(pixels: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
-    """Per-image grey-level histogram of the non-black pixels (fractions), ``(n, bins)``."""
-    flat = pixels.flatten(1).clamp(0, 1)
-    index = (flat * (bins - 1)).round().long()
-    hist = torch.zeros(flat.shape[0], bins, device=flat.device)
-    hist.scatter_add_(1, index, torch.ones_like(flat))
-    return torch.sqrt(hist / flat.shape[1])
-
-
-class ImageTower(nn.Module):
-    """Small CNN + histogram branch → L2-normalised embedding (+ auxiliary label logits).
-
-    Args:
-        out_dim: embedding width (the frozen text encoder's dimension).
-        width: channels of the first stage (doubles twice; 32 → ≈1.2 M parameters).
-        aux_classes: label field → number of classes, for auxiliary classification heads.
-    """
-
-    def __init__(self, out_dim: int = 384, width: int = 32,
-                 aux_classes: dict[str, int] | None = None, dropout: float = 0.2,
-                 extra_dim: int = 0) -> None:
-        super().__init__()
-        w = width
-        self.extra_dim = extra_dim
-        self.extra_norm = nn.LayerNorm(extra_dim) if extra_dim else None
-        self.features = nn.Sequential(
-            nn.Conv2d(1, w, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(w),
-            nn.ReLU(inplace=True),
-            _block(w, w, 2), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2), _block(4 * w, 6 * w, 2))
-        feat = 6 * w * 2 + HIST_BINS + extra_dim
-        self.trunk = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat, 512), nn.ReLU(inplace=True))
-        self.project = nn.Linear(512, out_dim)
-        heads = {name: nn.Linear(512, n) for name, n in (aux_classes or {}).items()}
-        self.aux = nn.ModuleDict(heads)
-
-    def embed(self, pixels: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """The 512-d trunk features (before projection); ``extra``: fixed per-image features."""
-        maps = self.features(pixels * 2 - 1)
-        parts = [maps.mean((2, 3)), maps.amax((2, 3)), intensity_histogram(pixels)]
-        if self.extra_norm is not None:
-            if extra is None:
-                raise ValueError(f"this tower needs {self.extra_dim} extra features per image")
-            parts.append(self.extra_norm(extra))
-        return self.trunk(torch.cat(parts, dim=1))
-
-    def forward(self, pixels: torch.Tensor, extra: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        hidden = self.embed(pixels, extra)
-        emb = F.normalize(self.project(hidden), dim=-1)
-        return emb, {name: head(hidden) for name, head in self.aux.items()}
 
 
 def augment(pixels: torch.Tensor, generator: torch.Generator | None = None,
@@ -159,11 +96,3 @@ def positive_matrix(texts: list[str], groups: list[str] | None = None,
             elif groups is not None and group_weight and groups[i] == groups[j]:
                 pos[i, j] = group_weight
     return pos
-
-
-def tower_config(model: ImageTower) -> dict[str, Any]:
-    """Constructor arguments that rebuild ``model`` (saved beside its weights)."""
-    return {"out_dim": model.project.out_features,
-            "width": model.features[0].out_channels,
-            "aux_classes": {k: v.out_features for k, v in model.aux.items()},
-            "extra_dim": model.extra_dim}
