@@ -230,6 +230,47 @@ def test_kg_triples_join_the_evidence(hashing_index, tmp_path) -> None:
     assert "wilms tumor" in texts.lower()
 
 
+def test_closed_text_that_contradicts_the_parsed_answer_is_flagged_and_counted(
+        hashing_index) -> None:
+    from mmedrag.cli.ask import render_answer
+    from mmedrag.evaluation.metrics import closed_vqa_metrics
+    from mmedrag.evaluation.tasks import Sample
+    from mmedrag.evaluation.tasks.builtin import score_closed
+    from mmedrag.generation.echo import EchoGenerator
+    from mmedrag.records import Generation
+
+    class Says(EchoGenerator):
+        def __init__(self, text: str, p_yes: float) -> None:
+            super().__init__(name="says")
+            self.text, self.p_yes = text, p_yes
+
+        def generate(self, messages, images=None, params=None) -> Generation:  # noqa: ANN001
+            return Generation(self.text, 10, 5, yes_probability=self.p_yes, model="says")
+
+    cfg = _config()
+    contradicting = Pipeline(cfg, hashing_index, generator=Says(
+        "There is evidence of a pneumoperitoneum.", 0.2)).answer("Is there free air?",
+                                                                task="closed_vqa")
+    assert contradicting.parsed == "no" and len(contradicting.warnings) == 1
+    assert "reads as 'yes'" in contradicting.warnings[0]
+    assert "WARNING: the answer text reads as 'yes'" in render_answer(contradicting)
+    agreeing = Pipeline(cfg, hashing_index, generator=Says(
+        "There is evidence of a pneumoperitoneum.", 0.8)).answer("Is there free air?",
+                                                                task="closed_vqa")
+    assert agreeing.parsed == "yes" and agreeing.warnings == []
+    sample = Sample(id="1", question="Is there free air?", reference="yes")
+    stats = [score_closed(sample, contradicting), score_closed(sample, agreeing)]
+    assert [s["disagrees"] for s in stats] == [True, False]
+    assert closed_vqa_metrics(stats)["text_parse_disagreement_rate"] == 0.5
+
+
+def test_selection_trace_says_it_once(pipe) -> None:
+    answer = Pipeline(_config(selector={"name": "gap", "options": {"gamma": 0.05}}),
+                      pipe.index).answer("What is seen in the kidney?", task="open_vqa")
+    line = next(t for t in answer.trace if t.startswith("selector gap:"))
+    assert line.count("kept") == 1, line
+
+
 def test_report_task_without_a_question(pipe, sample_dir) -> None:
     answer = pipe.answer("", image=sample_dir / SPLEEN_IMAGE, task="report")
     assert answer.question == "Write the radiology report for this image."

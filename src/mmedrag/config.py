@@ -63,9 +63,9 @@ class RetrievalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
-    k: int = Field(10, ge=1)
+    k: int = Field(default=10, ge=1)
     router: str | None = None
-    router_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    router_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     image_text: str | None = None
     kg: Component | None = None
     hyde: bool = False

@@ -131,7 +131,7 @@ class Index:
             "mmedrag_version": _version(),
             "text_encoder": _encoder_signature(config.text_encoder, text_encoder),
             "image_encoder": (_encoder_signature(config.image_encoder, image_encoder)
-                              if image_encoder else None),
+                              if config.image_encoder and image_encoder else None),
             "store": config.store.model_dump(),
             "bm25": config.bm25,
             "artefacts": IndexArtefacts().model_dump(mode="json"),

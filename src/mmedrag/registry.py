@@ -100,7 +100,7 @@ class Registry:
         module = importlib.import_module(module_name)
         return getattr(module, attr)
 
-    def create(self, kind: str, name: str, **kwargs: Any) -> Any:
+    def create(self, kind: str, name: str, /, **kwargs: Any) -> Any:
         return self.get(kind, name)(**kwargs)
 
     def accepts(self, kind: str, name: str, parameter: str) -> bool:

@@ -71,6 +71,33 @@ def test_demo_json_with_the_echo_generator(tmp_path) -> None:
         assert item["evidence"] and any("excluded 1 record" in t for t in item["trace"])
     assert data["summary"]["questions"] == 4
     assert 0 <= data["summary"]["matches"] <= 4
+    assert "evaluation harness's scorers" in data["summary"]["scorer"]
+    # the harness's own verdicts: each answer's "correct" is what `eval run` would count
+    from mmedrag.cli.demo import _score
+    from mmedrag.records import Answer
+
+    for item in answers:
+        answer = Answer(question=item["question"], text=item["text"], parsed=item["parsed"],
+                        yes_probability=item["yes_probability"])
+        row = {"id": item["id"], "question": item["question"], "answer": item["reference"]}
+        assert _score(answer, row, item["task"]) == item["correct"]
+
+
+def test_demo_scorer_is_the_harness_scorer_not_a_substring_match() -> None:
+    from mmedrag.cli.demo import _score
+    from mmedrag.records import Answer
+
+    text = ("The lesion on the left is a right subdural hematoma, while the lesion on the right "
+            "is a right subdural hematoma")
+    row = {"id": "q", "question": "Which side?", "answer": "Right"}
+    # the reference word appears in the first sentence, but the harness's open-VQA rule is
+    # exact match or full token recall of the reference: "right" is recalled here
+    assert _score(Answer(question="Which side?", text=text, parsed=text), row, "open_vqa")
+    wrong = Answer(question="Which side?", text="Left.", parsed="Left")
+    assert not _score(wrong, row, "open_vqa")
+    closed = {"id": "q", "question": "Is it?", "answer": "Yes"}
+    assert _score(Answer(question="Is it?", text="yes", parsed="yes"), closed, "closed_vqa")
+    assert not _score(Answer(question="Is it?", text="", parsed=None), closed, "closed_vqa")
 
 
 @pytest.mark.slow

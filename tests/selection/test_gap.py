@@ -117,3 +117,34 @@ def test_registry_builds_selectors_and_configs_round_trip() -> None:
         rebuilt = REGISTRY.create("selector", config["name"], **config["options"])
         hits = hits_for([0.9, 0.5, 0.4, 0.1])
         assert rebuilt.select(hits).k == selector.select(hits).k
+
+
+def fused_hits(similarities: list[float]) -> list[Hit]:
+    """Hits in fused (RRF) order whose cosine similarities are not sorted, as the pipeline
+    hands them over (``details["similarity"]``)."""
+    return [Hit(Record(id=f"f{i}", text=""), 1 / (60 + i), rank=i + 1,
+                details={"similarity": s}) for i, s in enumerate(similarities)]
+
+
+def test_gap_rule_reads_the_similarity_curve_sorted_descending() -> None:
+    # fused order 0.70, 0.90, 0.40, 0.88: read in that order the "gaps" go negative
+    hits = fused_hits([0.70, 0.90, 0.40, 0.88])
+    sel = GapSelector(gamma=0.2, k_min=1, k_max=4).select(hits)
+    assert sel.details["similarities"] == [0.90, 0.88, 0.70, 0.40]
+    assert all(u >= 0 for u in sel.details["gaps"]) and sel.details["reordered"]
+    # log(0.88/0.70)=0.229 > 0.2 after hit 2: the two most similar are kept, best first
+    assert sel.k == 2 and [h.id for h in sel.hits] == ["f1", "f3"]
+    ratio = RatioSelector(tau=1.5, k_min=1, k_max=4).select(hits)
+    assert [h.id for h in ratio.hits] == ["f1", "f3", "f0"] and ratio.details["reordered"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(similarities=st.lists(st.floats(0.01, 1.0), min_size=1, max_size=12),
+       bounds=bounds_st, gamma=st.floats(0, 3))
+def test_gap_keeps_the_most_similar_hits_whatever_the_input_order(
+        similarities: list[float], bounds: tuple[int, int], gamma: float) -> None:
+    k_min, k_max = bounds
+    sel = GapSelector(gamma=gamma, k_min=k_min, k_max=k_max).select(fused_hits(similarities))
+    kept = [h.details["similarity"] for h in sel.hits]
+    assert kept == sorted(similarities, reverse=True)[: sel.k]
+    assert all(u >= 0 for u in sel.details["gaps"])

@@ -127,7 +127,8 @@ def search_command(
     if domain:
         filters["domain"] = domain
     cfg = Config.from_yaml(config) if config else Config()
-    flow = RetrievalFlow(cfg, Index.open(index)).for_mode(mode, exact=exact)
+    written = cfg.index if "index" in cfg.model_fields_set else None
+    flow = RetrievalFlow(cfg, Index.open(index, config=written)).for_mode(mode, exact=exact)
     query_image = load_image(image, what=str(image)) if image is not None else None
     found = flow.run(text or "", query_image, k, filters or None, select=False)
     hits = found.candidates

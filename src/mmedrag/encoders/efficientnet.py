@@ -48,7 +48,8 @@ def _modules() -> tuple[Any, Any, Any]:
 
 def build_network() -> Any:
     """EfficientNet-Lite0 with the parameter names of the packaged state dict."""
-    torch, nn, F = _modules()
+    import torch.nn.functional as F
+    from torch import nn
 
     class SameConv(nn.Conv2d):
         """Convolution with TensorFlow's "same" padding (extra row/column at the bottom/right)."""
@@ -224,8 +225,9 @@ class ImageNetFeatures:
             fresh = self.encode_pixels(np.stack([letterbox(images[i], INPUT) for i in missing]))
             for i, vector in zip(missing, fresh, strict=True):
                 known[i] = vector
-                if keys[i] is not None:
-                    _remember(keys[i], vector)
+                key = keys[i]
+                if key is not None:
+                    _remember(key, vector)
         return np.stack([known[i] for i in range(len(images))])
 
     def classify(self, images: list[Any], top: int = 5) -> list[list[tuple[int, float]]]:

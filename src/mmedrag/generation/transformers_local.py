@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mmedrag.errors import MmedragError, UsageError, optional_import
 from mmedrag.generation.protocol import GenerationParams
@@ -111,7 +111,7 @@ class TransformersGenerator:
             except (OSError, ValueError) as exc:
                 raise MmedragError(f"cannot load model {self.model_id!r}: "
                                    f"{_first_line(exc)}") from None
-            model.to(self.device).eval()
+            cast(Any, model).to(self.device).eval()
             self._loaded = (model, processor)
         return self._loaded
 

@@ -83,7 +83,9 @@ class Pipeline:
         if isinstance(index, (str, Path)):
             from mmedrag.index import Index
 
-            index = Index.open(index)
+            # a config that names encoders must match the index's (else one clear error)
+            written = cfg.index if "index" in cfg.model_fields_set else None
+            index = Index.open(index, config=written)
         return cls(cfg, index, flow=flow)
 
     # -- components --------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def _generator(generator: Any) -> Any:
     if isinstance(generator, (str, dict)):
         from mmedrag.registry import REGISTRY
 
-        spec = {"name": generator} if isinstance(generator, str) else generator
+        spec: dict[str, Any] = {"name": generator} if isinstance(generator, str) else generator
         return REGISTRY.create("generator", spec["name"], **dict(spec.get("options") or {}))
     return generator
 
@@ -116,20 +116,26 @@ class HydeRetriever:
         if self.base is None:
             from mmedrag.retrieval.dense import DenseRetriever
 
-            self.base = DenseRetriever(self.index)
+            self.base = DenseRetriever(self._index())
         return self.base
+
+    def _index(self) -> SearchableIndex:
+        if self.index is None:
+            raise UsageError("hyde retriever: fusion='mean' needs an index")
+        return self.index
 
     def _mean(self, query: Query, hypothesis: str, k: int) -> list[Hit]:
         from mmedrag.encoders.protocol import l2_normalise
 
-        encoder = self.index.text_encoder
+        index = self._index()
+        encoder = index.text_encoder
         texts = [query.text, hypothesis] if hypothesis else [query.text]
         vectors = encoder.encode_texts(texts)
         weights = np.array([1 - self.weight, self.weight][: len(texts)], dtype=np.float32)
         if len(texts) == 1:
             weights = np.ones(1, dtype=np.float32)
         fused = l2_normalise((weights[:, None] * vectors).sum(axis=0, keepdims=True))
-        return self.index.search_vectors(fused, k, "text", query_filters(query))[0]
+        return index.search_vectors(fused, k, "text", query_filters(query))[0]
 
     def _rrf(self, query: Query, hypothesis: str, k: int) -> list[Hit]:
         from mmedrag.retrieval.hybrid import reciprocal_rank_fusion

@@ -198,7 +198,7 @@ class KGRetriever:
         return REGISTRY.create(kind, spec["name"], **dict(spec.get("options") or {}))
 
     @classmethod
-    def _encoder(cls, index: SearchableIndex, encoder: Any) -> Any:
+    def _encoder(cls, index: SearchableIndex | None, encoder: Any) -> Any:
         if encoder is None:
             if index is not None:
                 return index.text_encoder

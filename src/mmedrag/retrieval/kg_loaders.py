@@ -175,7 +175,8 @@ def load_generic(path: str | Path) -> LoadResult:
             out.skipped += 1
             out.errors.append(f"{path}:{number}: empty head, relation or tail")
             continue
-        out.triples.append(Triple(*values, source=path.stem))
+        head, relation, tail = values
+        out.triples.append(Triple(head, relation, tail, source=path.stem))
     return out
 
 

@@ -173,13 +173,13 @@ class MMRReranker:
         if isinstance(encoder, (str, dict)):
             from mmedrag.registry import REGISTRY
 
-            spec = {"name": encoder} if isinstance(encoder, str) else encoder
+            spec: dict[str, Any] = {"name": encoder} if isinstance(encoder, str) else encoder
             encoder = REGISTRY.create("text_encoder", spec["name"],
                                       **dict(spec.get("options") or {}))
         if encoder is None and index is None:
             raise UsageError("mmr reranker needs an index or a text encoder (option encoder, "
                              "e.g. 'sentence-transformers') to compare hits")
-        self.encoder = encoder if encoder is not None else index.text_encoder
+        self.encoder = encoder if encoder is not None else index.text_encoder  # type: ignore[union-attr]
         self.lambda_mult = float(lambda_mult)
 
     def vectors(self, hits: list[Hit]) -> np.ndarray:
@@ -191,8 +191,8 @@ class MMRReranker:
         out = np.zeros((len(hits), int(self.encoder.dim)), dtype=np.float32)
         known = [i for i, hit_id in enumerate(ids) if hit_id in stored]
         fresh = [i for i, hit_id in enumerate(ids) if hit_id not in stored]
-        if known:
-            out[known] = self.index.text_store.vectors([ids[i] for i in known])
+        if known and self.index is not None:
+            out[known] = getattr(self.index.text_store, "vectors")([ids[i] for i in known])
         if fresh:
             out[fresh] = self.encoder.encode_texts([hits[i].record.text for i in fresh])
         return out
