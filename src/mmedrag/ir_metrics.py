@@ -1,4 +1,5 @@
-"""Pure information-retrieval metrics (a leaf module: NumPy only): Recall@k, MRR, nDCG@k, accuracy, bootstraps.
+"""Pure information-retrieval metrics (a leaf module, NumPy only): Recall@k, MRR, nDCG@k,
+domain accuracy, bootstrap intervals.
 
 A ranking is a list of document ids, best first; ``relevant`` is the set of ids that count as a hit
 for that query. Recall@k here is *success@k*: 1 when any relevant id is in the top k (the usual

@@ -55,7 +55,7 @@ def test_image_search_multipart_and_base64_agree(live: Any, sample_image: Path) 
     assert hits[0]["id"] == "vqarad_synpic19605"  # the same picture is its own nearest image
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert [h["id"] for h in as_json.json()["hits"]] == [h["id"] for h in hits]
-    assert multipart.json()["mode"] == "image"
+    assert multipart.json()["retrievers"] == ["dense-image"]  # no router/tower: image→image
 
 
 def test_search_text_and_image_fused_with_domain_filter(live: Any, sample_image: Path) -> None:
@@ -63,7 +63,8 @@ def test_search_text_and_image_fused_with_domain_filter(live: Any, sample_image:
         response = client.post("/v1/search", files=_image_part(sample_image),
                                data={"text": "spleen", "k": "6", "domain": "ABD"})
     body = response.json()
-    assert response.status_code == 200 and body["mode"] == "hybrid+image"
+    assert response.status_code == 200 and body["mode"] == "hybrid"
+    assert body["retrievers"] == ["bm25", "dense-image", "dense-text"]
     assert len(body["hits"]) == 6 and {h["domain"] for h in body["hits"]} == {"ABD"}
     assert body["hits"][0]["retriever"] == "rrf"
 
@@ -188,6 +189,7 @@ def test_dicom_upload_and_empty_file_input(live: Any) -> None:
         # a browser form with no file chosen sends an empty, unnamed file part
         text_only = client.post("/v1/search", data={"text": "spleen", "k": "3"},
                                 files={"image": ("", b"", "application/octet-stream")})
-    assert search.status_code == 200 and search.json()["mode"] == "image"
+    assert search.status_code == 200 and search.json()["retrievers"] == ["dense-image"]
     assert len(search.json()["hits"]) == 3
     assert text_only.status_code == 200 and text_only.json()["mode"] == "hybrid"
+    assert text_only.json()["retrievers"] == ["bm25", "dense-text"]

@@ -66,7 +66,8 @@ def routed_tower_index(sample_dir: Path, tmp_path_factory: pytest.TempPathFactor
     folder = tmp_path_factory.mktemp("onepath")
     index = folder / "index"
     config = folder / "cfg.yaml"
-    config.write_text("index:\n  text_encoder: {name: hashing}\n  image_encoder: {name: thumbnail}\n")
+    config.write_text("index:\n  text_encoder: {name: hashing}\n"
+                      "  image_encoder: {name: thumbnail}\n")
     pairs = str(sample_dir / "pairs.jsonl")
     assert main(["index", pairs, "--index", str(index), "--config", str(config), "--json"]) == 0
     assert main(["train", "domain", pairs, "--out", str(folder / "router"), "--index", str(index),

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mmedrag.encoders.text import HashingTextEncoder
+from mmedrag.encoders.tower import TrainedTowerEncoder, embed_pixels
 from mmedrag.errors import IndexMismatchError, UsageError
 from mmedrag.ingest.labelled import read_rows, split_rows
 from mmedrag.records import Query
-from mmedrag.encoders.tower import TrainedTowerEncoder, embed_pixels
 from mmedrag.retrieval.image_text import ImageToTextRetriever
 from mmedrag.training.contrastive import TowerTrainConfig, train_tower
 from mmedrag.training.retriever import build_pair_set, label_maps, train_retriever

@@ -80,7 +80,8 @@ def retrieval_command(
     text_field: str | None = typer.Option(None, help="Reference/query text field."),
     split_field: str | None = typer.Option(None, help="Keep rows whose field equals --split."),
     split: str = typer.Option("dev", help="Value of --split-field to evaluate."),
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (retrieval section), as for 'ask' and 'search'."),
+    config: Path | None = typer.Option(None, "--config", "-c",
+                                       help="YAML config (retrieval), as for 'ask' and 'search'."),
     limit: int | None = typer.Option(None, help="Evaluate the first N queries only."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

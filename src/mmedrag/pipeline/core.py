@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,21 +163,17 @@ class Pipeline:
             params: generation parameters (defaults per task).
             filters: retrieval store filters; exclude_ids: record ids never used as evidence.
         """
-        check_task(task)
-        question = _question(question, task, image)
-        start = time.perf_counter()
+        turn = Turn.start(question, task, options, image)
         image = _load(image, "image")
         retrieval_image = image if retrieval_image is None else _load(retrieval_image,
                                                                       "retrieval image")
         # A report request is an instruction, not a query: reports are retrieved by the image.
-        query = "" if task == "report" and retrieval_image is not None else question
+        query = "" if task == "report" and retrieval_image is not None else turn.question
         found = self._evidence(query, retrieval_image, use_rag, evidence, filters, exclude_ids)
-        trace = list(found.trace)
-        seconds = dict(found.seconds)
-        result = self.generate(task, question, image, options, found.hits, params, trace,
-                               seconds)
-        return self.finish(question, task, options, result, found, trace, seconds, start,
-                           used_rag=use_rag)
+        turn.trace.extend(found.trace)
+        turn.seconds.update(found.seconds)
+        result = self.generate(turn, image, found.hits, params)
+        return self.finish(turn, result, found, used_rag=use_rag)
 
     def _evidence(self, question: str, image: Any, use_rag: bool, evidence: list[Hit] | None,
                   filters: dict[str, Any] | None, exclude_ids: set[str] | None,
@@ -191,20 +187,19 @@ class Pipeline:
             return RetrievalResult([], None, Route(None), [], {}, ["retrieval off (use_rag=False)"])
         return self.retrieve(question, image, None, filters, exclude_ids)
 
-    def generate(self, task: str, question: str, image: Any, options: dict[str, str] | None,
-                 hits: list[Hit], params: GenerationParams | None, trace: list[str],
-                 seconds: dict[str, float], want_confidence: bool = False) -> Generated:
+    def generate(self, turn: Turn, image: Any, hits: list[Hit],
+                 params: GenerationParams | None, want_confidence: bool = False) -> Generated:
         """Build the prompt for ``hits`` (fitted to the context window) and generate."""
-        generator = self.generator
-        params = params or GenerationParams(max_tokens=_MAX_TOKENS[task])
+        generator, trace = self.generator, turn.trace
+        params = params or GenerationParams(max_tokens=_MAX_TOKENS[turn.task])
         sees = bool(getattr(generator, "sees_images", False)) and image is not None
         mode = "seen" if sees else ("not_seen" if image is not None else "none")
-        hits, messages = self._fit(generator, task, question, hits, options, mode, params, trace)
-        if want_confidence or task == "closed_vqa":
+        hits, messages = self._fit(generator, turn, hits, mode, params)
+        if want_confidence or turn.task == "closed_vqa":
             params = dataclasses.replace(params, logprobs=True)
         start = time.perf_counter()
         generation = generator.generate(messages, [image] if sees else None, params)
-        seconds["generate"] = time.perf_counter() - start
+        turn.seconds["generate"] = time.perf_counter() - start
         model = generation.model or getattr(generator, "name", "the generator")
         if image is not None and not sees:
             note = f"the image itself was not seen by {model}"
@@ -213,30 +208,29 @@ class Pipeline:
                 trace.append(note)
         return Generated(generation, messages, sees, hits)
 
-    def _fit(self, generator: Any, task: str, question: str, hits: list[Hit],
-             options: dict[str, str] | None, mode: str, params: GenerationParams,
-             trace: list[str]) -> tuple[list[Hit], list[dict[str, Any]]]:
+    def _fit(self, generator: Any, turn: Turn, hits: list[Hit], mode: str,
+             params: GenerationParams) -> tuple[list[Hit], list[dict[str, Any]]]:
         """Messages for ``hits``, dropping the last evidence items while the prompt is too long
         for the generator's context window (generators that say so through ``fits``)."""
         fits = getattr(generator, "fits", None)
         kept = list(hits)
         while True:
-            messages = build_messages(task, question, kept, options, image=mode,
+            messages = build_messages(turn.task, turn.question, kept, turn.options, image=mode,
                                       version=self.config.prompt_version,
                                       evidence_chars=self.evidence_chars)
             if fits is None or not kept or fits(messages, params.max_tokens):
                 break
             kept.pop()
         if len(kept) < len(hits):
-            trace.append(f"dropped {len(hits) - len(kept)} evidence item(s) to fit the "
+            turn.trace.append(f"dropped {len(hits) - len(kept)} evidence item(s) to fit the "
                          f"context window of {getattr(generator, 'name', 'the generator')}")
         return kept, messages
 
-    def finish(self, question: str, task: str, options: dict[str, str] | None,
-               result: Generated, found: RetrievalResult, trace: list[str],
-               seconds: dict[str, float], start: float, used_rag: bool) -> Answer:
+    def finish(self, turn: Turn, result: Generated, found: RetrievalResult,
+               used_rag: bool) -> Answer:
         """The Answer: parsed, evidence numbered and marked cited, trace, tokens and seconds."""
         generation, hits = result.generation, result.hits
+        trace, seconds, task = turn.trace, turn.seconds, turn.task
         cited = set(parse_citations(generation.text))
         evidence = [Evidence(number=n, hit=hit, cited=n in cited)
                     for n, hit in enumerate(hits, start=1)]
@@ -245,12 +239,12 @@ class Pipeline:
             trace.append(f"the answer cites evidence that does not exist: {unknown}")
         for stage in ("route", "retrieve", "rerank", "select", "generate"):
             seconds.setdefault(stage, 0.0)
-        seconds["total"] = time.perf_counter() - start
+        seconds["total"] = time.perf_counter() - turn.started
         trace.append(f"prompt {self.config.prompt_version}/{task}; generated by "
                      f"{generation.model or getattr(self.generator, 'name', '?')}: "
                      f"{generation.tokens_in} tokens in, {generation.tokens_out} out")
-        parsed, warnings = _parse(task, generation, options, trace)
-        return Answer(question=question, text=generation.text.strip(),
+        parsed, warnings = _parse(task, generation, turn.options, trace)
+        return Answer(question=turn.question, text=generation.text.strip(),
                       parsed=parsed, evidence=evidence, domain=found.domain,
                       selection=found.selection.to_dict() if found.selection else {},
                       trace=trace, tokens_in=generation.tokens_in,
@@ -259,6 +253,25 @@ class Pipeline:
                       image_seen=result.sees, yes_probability=generation.yes_probability,
                       messages=result.messages, used_rag=used_rag, warnings=warnings,
                       route=found.route.to_dict())
+
+
+@dataclass
+class Turn:
+    """One answer in the making: what was asked, and the trace and seconds so far."""
+
+    question: str
+    task: str
+    options: dict[str, str] | None
+    started: float
+    trace: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, question: str, task: str, options: dict[str, str] | None,
+              image: Any) -> Turn:
+        """Check the task and question (an empty report request gets the default wording)."""
+        check_task(task)
+        return cls(_question(question, task, image), task, options, time.perf_counter())
 
 
 @dataclass
@@ -304,4 +317,4 @@ def _load(image: Any, what: str) -> Any:
     return load_image(image, what=str(image) if isinstance(image, (str, Path)) else what)
 
 
-__all__ = ["Generated", "Pipeline"]
+__all__ = ["Generated", "Pipeline", "Turn"]

@@ -20,9 +20,8 @@ from typing import Any
 
 from mmedrag.config import Config
 from mmedrag.errors import UsageError
-from mmedrag.generation.prompts import check_task
 from mmedrag.generation.protocol import GenerationParams
-from mmedrag.pipeline.core import Pipeline, _load, _question
+from mmedrag.pipeline.core import Pipeline, Turn, _load
 from mmedrag.records import Answer, Generation, Hit
 from mmedrag.retrieval.flow import RetrievalResult, Route
 
@@ -62,26 +61,21 @@ class RetrieveOnDemand:
         if not use_rag or evidence is not None:
             return self.pipeline.answer(question, image, task, options, use_rag,
                                         retrieval_image, evidence, params, filters, exclude_ids)
-        check_task(task)
-        start = time.perf_counter()
-        trace: list[str] = []
-        seconds: dict[str, float] = {}
-        first = self.pipeline.generate(task, _question(question, task, image),
-                                       _load(image, "image"), options, [], params, trace,
-                                       seconds, want_confidence=True)
+        turn = Turn.start(question, task, options, image)
+        first = self.pipeline.generate(turn, _load(image, "image"), [], params,
+                                       want_confidence=True)
         confidence = _confidence(first.generation, task)
         if confidence >= self.threshold:
-            trace.append(f"retrieve-on-demand: answered without retrieval (confidence "
-                         f"{confidence:.2f} >= threshold {self.threshold:.2f})")
+            turn.trace.append(f"retrieve-on-demand: answered without retrieval (confidence "
+                              f"{confidence:.2f} >= threshold {self.threshold:.2f})")
             nothing = RetrievalResult([], None, Route(None), [], {}, [])
-            return self.pipeline.finish(_question(question, task, image), task, options, first,
-                                        nothing, trace, seconds, start, used_rag=False)
+            return self.pipeline.finish(turn, first, nothing, used_rag=False)
         answer = self.pipeline.answer(question, image, task, options, True, retrieval_image,
                                       None, params, filters, exclude_ids)
         answer.trace.insert(0, f"retrieve-on-demand: confidence {confidence:.2f} < threshold "
                                f"{self.threshold:.2f}, so evidence was retrieved")
-        answer.seconds["generate_without_retrieval"] = round(seconds["generate"], 4)
-        answer.seconds["total"] = round(time.perf_counter() - start, 4)
+        answer.seconds["generate_without_retrieval"] = round(turn.seconds["generate"], 4)
+        answer.seconds["total"] = round(time.perf_counter() - turn.started, 4)
         return answer
 
 

@@ -78,7 +78,8 @@ class HydeRetriever:
 
     name = "hyde"
 
-    def __init__(self, index: SearchableIndex | None = None, generator: Any = None, base: Any = None,
+    def __init__(self, index: SearchableIndex | None = None, generator: Any = None,
+                 base: Any = None,
                  weight: float = 0.5, fusion: str = "mean", max_tokens: int = 128,
                  prompt: str = HYDE_PROMPT) -> None:
         if fusion not in ("mean", "rrf"):

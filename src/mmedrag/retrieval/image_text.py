@@ -1,8 +1,8 @@
 """Image→report retrieval with a trained tower: an image query searches the index's text store.
 
 Example:
-    >>> retriever = ImageToTextRetriever(index, TrainedTowerEncoder("models/tower"))  # doctest: +SKIP
-    >>> retriever.retrieve(Query(image="scan.png"), k=5)                            # doctest: +SKIP
+    >>> tower = TrainedTowerEncoder("models/tower")                    # doctest: +SKIP
+    >>> ImageToTextRetriever(index, tower).retrieve(Query(image="scan.png"), k=5)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ class ImageToTextRetriever:
         encoder: the trained tower.
 
     Example:
-        >>> retriever = ImageToTextRetriever(index, TrainedTowerEncoder("models/ct"))  # doctest: +SKIP
-        >>> retriever.retrieve(Query(image="scan.png"), k=5)                          # doctest: +SKIP
+        >>> tower = TrainedTowerEncoder("models/ct")                     # doctest: +SKIP
+        >>> ImageToTextRetriever(index, tower).retrieve(Query(image="x.png"), k=5)  # doctest: +SKIP
     """
 
     name = "image-text"

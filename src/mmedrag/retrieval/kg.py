@@ -162,7 +162,8 @@ class KGRetriever:
 
     name = "kg"
 
-    def __init__(self, index: SearchableIndex | None = None, kg_path: str | Path | None = None, encoder: Any = None,
+    def __init__(self, index: SearchableIndex | None = None, kg_path: str | Path | None = None,
+                 encoder: Any = None,
                  hops: int = 1, max_per_entity: int = 100, max_candidates: int = 400,
                  hop_decay: float = 0.8, mmr: float | None = None, reranker: Any = None,
                  rerank_top: int = 30, fuzzy_threshold: float = 85.0,

@@ -79,7 +79,8 @@ class CrossEncoderReranker:
     name = "cross-encoder"
 
     def __init__(self, model: str = "cross-encoder/ms-marco-MiniLM-L-6-v2", batch_size: int = 32,
-                 max_length: int = 512, device: str = "cpu", index: SearchableIndex | None = None) -> None:
+                 max_length: int = 512, device: str = "cpu",
+                 index: SearchableIndex | None = None) -> None:
         from sentence_transformers import CrossEncoder
 
         from mmedrag.encoders.text import resolve_model_path
@@ -166,7 +167,8 @@ class MMRReranker:
 
     name = "mmr"
 
-    def __init__(self, index: SearchableIndex | None = None, encoder: Any = None, lambda_mult: float = 0.7) -> None:
+    def __init__(self, index: SearchableIndex | None = None, encoder: Any = None,
+                 lambda_mult: float = 0.7) -> None:
         if not 0.0 <= float(lambda_mult) <= 1.0:
             raise UsageError(f"mmr reranker: lambda_mult must be in [0, 1], got {lambda_mult}")
         self.index = index
@@ -192,7 +194,7 @@ class MMRReranker:
         known = [i for i, hit_id in enumerate(ids) if hit_id in stored]
         fresh = [i for i, hit_id in enumerate(ids) if hit_id not in stored]
         if known and self.index is not None:
-            out[known] = getattr(self.index.text_store, "vectors")([ids[i] for i in known])
+            out[known] = self.index.text_store.vectors([ids[i] for i in known])
         if fresh:
             out[fresh] = self.encoder.encode_texts([hits[i].record.text for i in fresh])
         return out

@@ -1,15 +1,11 @@
-"""The project's own image tower, its batch augmentation, and the symmetric InfoNCE loss.
-
-The tower is a small CNN over letterboxed grey images plus a fixed intensity-histogram branch; a
-projection maps it into a frozen text encoder's space (384-d for all-MiniLM-L6-v2) and optional
-auxiliary heads predict manifest labels (modality, plane, body region) during training.
+"""Training-time parts of the image tower: batch augmentation, the learnable temperature and the
+symmetric InfoNCE loss (the network itself is :class:`mmedrag.encoders.tower.ImageTower`).
 
 Example:
     >>> import torch
-    >>> tower = ImageTower(out_dim=384, aux_classes={"modality": 2})
-    >>> emb, aux = tower(torch.rand(4, 1, 96, 96))
-    >>> emb.shape, aux["modality"].shape
-    (torch.Size([4, 384]), torch.Size([4, 2]))
+    >>> emb = torch.nn.functional.normalize(torch.ones(4, 8), dim=-1)
+    >>> round(float(info_nce(emb, emb, 1.0)), 4) == round(float(torch.log(torch.tensor(4.0))), 4)
+    True
 """
 
 from __future__ import annotations

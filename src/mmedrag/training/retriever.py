@@ -147,7 +147,8 @@ def export_tower(checkpoint: str | Path, out_dir: str | Path,
         images = embed_pixels(model, memory.pixels, extra=memory.extra)
         np.savez_compressed(out / "memory.npz", images=images.astype(np.float16),
                             texts=memory.text_vectors.astype(np.float16))
-    config = {"format": FORMAT, "feature_names": 2, "tower": payload["tower"], "size": payload["config"]["size"],
+    config = {"format": FORMAT, "feature_names": 2, "tower": payload["tower"],
+              "size": payload["config"]["size"],
               "epoch": payload["epoch"], "train": payload["config"],
               "val": payload["state"].get("best_metrics", {}), **payload["meta"]}
     (out / "config.json").write_text(json.dumps(config, indent=1))

@@ -207,13 +207,19 @@ async function searchOnly() {
   if (text) form.append("text", text);
   if (state.file) form.append("image", state.file, state.fileName);
   form.append("k", "8");
+  const searchTitle = (result) => {
+    const route = result.route && result.route.domain
+      ? `; routed to ${result.route.field} ${result.route.domain}` : "";
+    const who = (result.retrievers || []).join(" + ") || result.mode;
+    return `Search results (${who}${route})`;
+  };
   setStatus("Searching…", true);
   try {
     const result = await (await api("/v1/search", { method: "POST", body: form })).json();
     $("answer").hidden = true;
     $("empty").hidden = true;
     renderEvidence(result.hits.map((h, i) => Object.assign({ number: i + 1, cited: false }, h)),
-                   `Search results (${result.mode})`);
+                   searchTitle(result));
     setStatus(`${result.hits.length} hits in ${(result.seconds * 1000).toFixed(0)} ms`, false);
   } catch (err) {
     showError(err.message);
