@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,16 @@ def embed_pixels(model: ImageTower, pixels: np.ndarray, batch: int = 128,
     return np.concatenate(out) if out else np.zeros((0, model.project.out_features), np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _extractor(spec: str) -> Any:
+    """One extractor per spec per process (the ImageNet network loads once, not per query)."""
+    return image_features(spec)
+
+
 def extra_features(images: list[Any], spec: str) -> np.ndarray:
     """Fixed per-image features the tower takes in beside its pixels, named like every other image
     feature (``mmedrag.encoders.features``): e.g. ``handcrafted-small+imagenet``."""
-    return image_features(spec).encode_images(list(images))
+    return _extractor(spec).encode_images(list(images))
 
 
 def saved_extra_spec(meta: dict[str, Any]) -> str:
