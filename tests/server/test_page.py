@@ -116,7 +116,7 @@ def test_pick_from_gallery_and_search_only(browser: Any, live: Any, tmp_path: Pa
     # image-to-image search ranks the picked image itself first
     assert picked in cards[0].find_element(By.CSS_SELECTOR, ".card-id").text
     title = browser.find_element(By.ID, "evidence-title").get_attribute("textContent")
-    assert title == "Search results (image)"
+    assert title == "Search results (dense-image)"  # no router or tower: image→image
 
 
 def test_error_banner_when_question_missing(browser: Any, live: Any) -> None:
