@@ -6,7 +6,10 @@ Layout::
     INDEX/text/           store of text-encoder vectors of every record's text
     INDEX/image/          store of image-encoder vectors of every record with an image
     INDEX/bm25/           BM25 over record texts
-    INDEX/images/         images copied (DICOM rendered, PHI-free) and named by record id
+    INDEX/images/         images copied as metadata-free PNGs (DICOM rendered, PHI-free), named
+                          by a digest of the record id (``image_file_name``): ids are data, never
+                          paths. Records store the relative path, so older indexes whose files
+                          are ``images/<id>.png`` stay readable.
 
 Opening an index with encoders other than those that built it raises ``IndexMismatchError``.
 
@@ -34,6 +37,8 @@ from tqdm import tqdm
 
 from mmedrag.config import Component, IndexConfig
 from mmedrag.errors import IndexMismatchError, InputError, MmedragError, UsageError
+from mmedrag.ingest.images import save_png
+from mmedrag.ingest.reader import ImageReader, check_text, image_file_name
 from mmedrag.records import Document, Hit, Record
 from mmedrag.registry import REGISTRY
 from mmedrag.stores.bm25 import BM25Index
@@ -95,6 +100,8 @@ class Index:
              config: IndexConfig | None = None) -> Index:
         directory = Path(directory)
         meta_path = directory / "index.json"
+        if directory.exists() and not directory.is_dir():
+            raise UsageError(f"{directory}: is a file, not an index folder")
         if not meta_path.exists():
             if not create:
                 raise UsageError(f"{directory}: not an mmedrag index (no index.json); "
@@ -128,7 +135,14 @@ class Index:
             "bm25": config.bm25,
             "extras": {},
         }
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"{directory}: cannot create an index here "
+                             f"({exc.strerror or exc.__class__.__name__})") from None
         index = cls(directory, meta)
         index._text_encoder = text_encoder
         index._image_encoder = image_encoder
@@ -186,15 +200,27 @@ class Index:
 
     # -- writing ---------------------------------------------------------------------------
     def add(self, records: list[Record], on_error: str = "skip", batch_size: int = 64,
-            progress: bool = False, source: str = "",
-            keep_tags: tuple[str, ...] = ()) -> IngestSummary:
+            progress: bool = False, source: str = "", keep_tags: tuple[str, ...] = (),
+            max_pixels: int | None = None, allow_burned_in: bool = False) -> IngestSummary:
         """Encode and store ``records`` (images read from ``record.image`` source paths).
 
         Records whose id is already indexed are counted and skipped, so re-running an ingest
-        (``--resume``) completes it without duplicates. Each batch is committed durably.
+        (``--resume``) completes it without duplicates. Each batch is committed durably. With
+        ``on_error="fail"`` every image is decoded once before anything is written, so a bad
+        one stops the ingest with nothing added.
+
+        Args:
+            keep_tags: Extra DICOM tags to keep (identifying ones are refused).
+            max_pixels: Pixel limit per image (None: the loader's default, 64 Mpx).
+            allow_burned_in: Accept DICOMs that declare BurnedInAnnotation = YES.
         """
         if on_error not in ("skip", "fail"):
             raise UsageError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+        from mmedrag.ingest.deid import check_keep_tags
+
+        reader = ImageReader(check_keep_tags(tuple(keep_tags)), max_pixels, allow_burned_in)
+        if on_error == "fail":
+            self._validate(records, reader)
         summary = IngestSummary()
         started = time.perf_counter()
         bar = tqdm(total=len(records), desc=f"indexing {source}".strip(), unit="rec",
@@ -205,7 +231,7 @@ class Index:
             summary.already_indexed += len(present)
             todo = [r for r in batch if r.id not in present]
             if todo:
-                self._add_batch(todo, on_error, summary, keep_tags)
+                self._add_batch(todo, on_error, summary, reader)
             bar.update(len(batch))
         bar.close()
         if summary.added:
@@ -213,17 +239,24 @@ class Index:
         summary.seconds = time.perf_counter() - started
         return summary
 
+    def _validate(self, records: list[Record], reader: ImageReader) -> None:
+        """Decode every new record's image once, raising the first InputError (fail mode)."""
+        present = self.text_store.has([r.id for r in records])
+        for record in records:
+            if record.id not in present:
+                check_text(record)
+                if record.image:
+                    reader.read(record)
+
     def _add_batch(self, batch: list[Record], on_error: str, summary: IngestSummary,
-                   keep_tags: tuple[str, ...] = ()) -> None:
+                   reader: ImageReader) -> None:
         ready: list[Record] = []
         images: dict[str, Any] = {}
         for record in batch:
             try:
-                if not record.text.strip():
-                    raise InputError("empty report/text", path=record.meta.get("_source"),
-                                     line=record.meta.get("_line"), field="text")
+                check_text(record)
                 if record.image:
-                    images[record.id] = self._read_image(record, keep_tags)
+                    images[record.id] = reader.read(record)
                 ready.append(record)
             except InputError as exc:
                 if on_error == "fail":
@@ -245,21 +278,9 @@ class Index:
         for record in stored:
             summary.by_domain[record.domain] = summary.by_domain.get(record.domain, 0) + 1
 
-    @staticmethod
-    def _read_image(record: Record, keep_tags: tuple[str, ...]) -> Any:
-        """Decode the record's image; DICOM is windowed and only de-identified tags are kept."""
-        from mmedrag.ingest.dicom import DEFAULT_KEEP, read_dicom
-        from mmedrag.ingest.images import is_dicom, load_image
-
-        if is_dicom(Path(record.image)):
-            dicom = read_dicom(record.image, keep=DEFAULT_KEEP + tuple(keep_tags))
-            record.meta["dicom"] = dicom.tags
-            return dicom.image
-        return load_image(record.image)
-
     def _stored_copy(self, record: Record) -> Record:
         meta = {k: v for k, v in record.meta.items() if not k.startswith("_")}
-        image = f"images/{record.id}.png" if record.image else ""
+        image = f"images/{image_file_name(record.id)}" if record.image else ""
         return Record(id=record.id, text=record.text, image=image, domain=record.domain,
                       title=record.title, meta=meta)
 
@@ -268,7 +289,7 @@ class Index:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             tmp = path.with_suffix(".tmp")
-            image.save(tmp, format="PNG")
+            save_png(image, tmp)
             tmp.replace(path)
 
     def finalize(self) -> None:
@@ -292,12 +313,12 @@ class Index:
         return self._bm25
 
     def delete(self, ids: list[str]) -> int:
+        stored = [self.image_path(r) for r in self.text_store.get(ids)]
         removed = self.text_store.delete(ids)
         if self.image_store is not None:
             self.image_store.delete(ids)
-        for rid in ids:
-            path = self.dir / "images" / f"{rid}.png"
-            if path.exists():
+        for path in stored:
+            if path is not None and path.exists():
                 path.unlink()
         self.finalize()
         return removed
