@@ -121,6 +121,14 @@ class Index:
 
     @classmethod
     def _create(cls, directory: Path, config: IndexConfig) -> Index:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"{directory}: cannot create an index here "
+                             f"({exc.strerror or exc.__class__.__name__})") from None
         text_encoder = build_encoder("text_encoder", config.text_encoder)
         image_encoder = (build_encoder("image_encoder", config.image_encoder)
                          if config.image_encoder else None)
@@ -135,14 +143,6 @@ class Index:
             "bm25": config.bm25,
             "extras": {},
         }
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            probe = directory / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise UsageError(f"{directory}: cannot create an index here "
-                             f"({exc.strerror or exc.__class__.__name__})") from None
         index = cls(directory, meta)
         index._text_encoder = text_encoder
         index._image_encoder = image_encoder

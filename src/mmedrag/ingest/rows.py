@@ -32,9 +32,10 @@ Row = tuple[int, "dict[str, Any] | None", "str | None"]
 
 
 def bounded_lines(handle: IO[bytes],
-                  limit: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes) per physical line; ``None`` for a line over ``limit`` bytes (the
-    rest of which is skipped without holding it in memory)."""
+                  limit: int | None = None) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) per physical line; ``None`` for a line over ``limit`` bytes
+    (default ``MAX_LINE_BYTES``), the rest of which is skipped without holding it in memory."""
+    limit = limit or MAX_LINE_BYTES
     number = 0
     while True:
         line = handle.readline(limit + 1)

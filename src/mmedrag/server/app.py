@@ -28,6 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mmedrag.config import Config
 from mmedrag.errors import InputError, MmedragError, UsageError
@@ -140,6 +141,11 @@ def _install_errors(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path"))
         return _error(422, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        LOG.info("client disconnected before sending its whole body")
+        return _error(400, "client disconnected before sending the whole body")
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

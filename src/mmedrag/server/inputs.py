@@ -111,13 +111,53 @@ def decode_base64_image(value: Any, name: str = "image_b64") -> Image.Image:
     return decode_image(data, name)
 
 
+MAX_JSON_DEPTH = 32
+MAX_NUMBER_CHARS = 40
+_STRINGS = re.compile(rb'"(?:\\.|[^"\\])*"')
+
+
+def json_depth(data: bytes) -> int:
+    """Deepest nesting of ``[``/``{`` in JSON text, strings ignored (no recursion, O(n))."""
+    import numpy as np
+
+    bare = np.frombuffer(_STRINGS.sub(b'""', data), dtype=np.uint8)
+    steps = (np.isin(bare, (ord("["), ord("{"))).astype(np.int32)
+             - np.isin(bare, (ord("]"), ord("}"))).astype(np.int32))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _number(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise BadRequest(f"a JSON number is {len(text)} characters long (at most "
+                         f"{MAX_NUMBER_CHARS})")
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise BadRequest(f"JSON number {text[:40]} is out of range")
+    return value
+
+
+def _integer(text: str) -> int:
+    _number(text)
+    return int(text)
+
+
+def _constant(name: str) -> Any:
+    raise BadRequest(f"JSON constant {name} is not allowed")
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
+    """Parse a JSON object with limits: nesting depth, number length and range (400s)."""
     text = decode_text(body, "request body")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_float=_number, parse_int=_integer,
+                          parse_constant=_constant)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON at line {exc.lineno} column {exc.colno}: "
                          f"{exc.msg}") from None
+    except (RecursionError, ValueError):
+        raise BadRequest("malformed JSON: nested too deeply or a number out of range") from None
     if not isinstance(data, dict):
         raise BadRequest("JSON body must be an object")
     return data
@@ -245,7 +285,7 @@ def int_field(fields: dict[str, Any], name: str, default: int | None, low: int,
         number = int(value)
         if isinstance(value, float) and number != value or isinstance(value, bool):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"'{name}' must be an integer, got {str(value)[:40]!r}") from None
     if not low <= number <= high:
         raise BadRequest(f"'{name}' must be between {low} and {high}, got {number}")

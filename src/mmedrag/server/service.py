@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import io
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,8 @@ from mmedrag.errors import MmedragError
 from mmedrag.records import Hit, Query
 from mmedrag.server.concurrency import AnswerGate, guard_index, lazy
 from mmedrag.server.inputs import BadRequest, valid_record_id
+
+LOG = logging.getLogger("mmedrag.server")
 
 SEARCH_MODES = ("dense", "bm25", "hybrid")
 THUMBNAIL_SIZES = (64, 128, 256, 512)
@@ -208,7 +211,9 @@ class Service:
             pipeline = self.pipeline()
         except Exception as exc:  # the server's configuration or model: 503
             self.pipeline_error = f"{exc.__class__.__name__}: {exc}"
-            raise BadRequest(f"answering is unavailable: {self.pipeline_error}", 503) from None
+            LOG.error("answering is unavailable: %s", self.pipeline_error)
+            raise BadRequest(f"answering is unavailable: the {self.config.generator.name} "
+                             "generator could not be loaded (see the server log)", 503) from None
         waited = time.perf_counter()
         with self.gate.slot():
             waited = time.perf_counter() - waited
