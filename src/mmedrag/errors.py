@@ -41,6 +41,14 @@ class InputTooLarge(InputError):
     """An input over a size limit (pixels, inflated bytes): the server answers 413."""
 
 
+class StoreDamaged(MmedragError):
+    """A store file is missing, empty or corrupt (the message names the file)."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class IndexMismatchError(MmedragError):
     """An index was opened with encoders other than the ones that built it."""
 

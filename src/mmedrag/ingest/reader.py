@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +59,29 @@ class ImageReader:
             raise InputError(f"{exc.path}: {exc.reason}{hint}" if exc.path else exc.reason + hint,
                              path=record.meta.get("_source"), line=record.meta.get("_line"),
                              field="image") from None
+
+
+@dataclass
+class IngestSummary:
+    """What an ``add`` did: counts and every error with its file and line."""
+
+    added: int = 0
+    already_indexed: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+    by_domain: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def merge(self, other: IngestSummary) -> None:
+        self.added += other.added
+        self.already_indexed += other.already_indexed
+        self.skipped += other.skipped
+        self.errors.extend(other.errors)
+        for key, value in other.by_domain.items():
+            self.by_domain[key] = self.by_domain.get(key, 0) + value
+        self.seconds += other.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "already_indexed": self.already_indexed,
+                "skipped": self.skipped, "errors": self.errors, "by_domain": self.by_domain,
+                "seconds": round(self.seconds, 3)}

@@ -50,8 +50,18 @@ class BM25Index:
         self._ids: list[str] = []
         self._stemmer = _stemmer()
         self.built_for = -1
+        self.stamp = self.stamp_of(self.path)
         if (self.path / "bm25.json").exists():
             self._load()
+
+    @staticmethod
+    def stamp_of(path: Path) -> tuple[int, int] | None:
+        """(inode, mtime) of a saved BM25's sidecar: changes whenever a writer saves anew."""
+        try:
+            info = (path / "bm25.json").stat()
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns
 
     def _tokenize(self, texts: list[str]):  # noqa: ANN202
         bm25s = optional_import("bm25s", extra="core")
@@ -91,6 +101,7 @@ class BM25Index:
         os.replace(tmp, self.path)
         if old.exists():
             shutil.rmtree(old)
+        self.stamp = self.stamp_of(self.path)
 
     def _load(self) -> None:
         bm25s = optional_import("bm25s", extra="core")
