@@ -56,6 +56,7 @@ def index_command(
     allow_outside: list[Path] = typer.Option([], "--allow-outside", help="Folder outside the manifest's own from which images may be read (repeatable)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Pixel limit per image, checked before decoding (default 64000000; DICOM: rows x columns x frames)."),
     allow_burned_in: bool = typer.Option(False, "--allow-burned-in", help="Index DICOMs with BurnedInAnnotation=YES (text in the pixels is NOT removed)."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait when another process is writing to the index (default: fail at once)."),
 ) -> None:
     """Index image–report pairs or text corpora (incremental: re-adding adds nothing).
 
@@ -74,6 +75,7 @@ def index_command(
     if resume and not exists:
         raise UsageError(f"{index}: nothing to resume (no index.json)")
     idx = Index.open(index, create=True, config=cfg.index if (config or not exists) else None)
+    idx.writing(wait)
     total = IngestSummary()
     for source in manifest:
         read = _load_records(source, kind, text_field, domain_field, domain, on_error,

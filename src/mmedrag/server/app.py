@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect
 from mmedrag.config import Config
 from mmedrag.errors import InputError, MmedragError, UsageError
 from mmedrag.server import inputs
-from mmedrag.server.concurrency import Busy
+from mmedrag.server.concurrency import Busy, Refresher, refresh_index
 from mmedrag.server.inputs import BadRequest
 from mmedrag.server.security import BodyTooLarge, GuardMiddleware
 from mmedrag.server.service import Service
@@ -73,7 +73,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def create_app(index_dir: str | Path | None = None, config: Config | str | Path | None = None,
                api_key: str | None = None, max_upload_mb: float = 20.0, max_waiting: int = 8,
-               service: Service | None = None, preload: bool = False) -> FastAPI:
+               service: Service | None = None, preload: bool = False,
+               refresh_seconds: float = 2.0) -> FastAPI:
     """Build the app over the index at ``index_dir`` (opened read-only in spirit: never written).
 
     Args:
@@ -83,6 +84,8 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
         max_upload_mb: Largest request body; larger ones get 413 before being read.
         max_waiting: Answer requests allowed to queue for the generator before 503.
         preload: Build the pipeline (load the generator) now instead of on the first answer.
+        refresh_seconds: How often to pick up records a writer committed (0: only on
+            ``POST /v1/admin/refresh``).
     """
     if isinstance(config, (str, Path)):
         config = Config.from_yaml(config)
@@ -102,10 +105,12 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
     app = FastAPI(title="mmedrag", version=_version(), docs_url=None, redoc_url=None,
                   description="Multimodal medical RAG: search an index, answer with evidence.")
     app.state.service = service
+    app.state.refresher = Refresher(service.index, refresh_seconds).start()
     app.state.auth = bool(api_key)
     _install_errors(app)
     _install_routes(app, service)
     _install_record_routes(app, service)
+    _install_admin_routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Pure ASGI and outermost: keys and sizes are checked before anything reads the body.
@@ -200,6 +205,14 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             service.answer, question or "", body.image, task, inputs.options_field(fields),
             not no_rag, inputs.bool_field(fields, "include_messages", False))
 
+
+
+def _install_admin_routes(app: FastAPI, service: Service) -> None:
+    @app.post("/v1/admin/refresh", tags=["meta"])
+    async def refresh() -> dict[str, Any]:
+        """Pick up records, BM25 and counts a writer has committed, now (the server also does
+        it every ``refresh_seconds``)."""
+        return await run_in_threadpool(refresh_index, service.index)
 
 
 def _install_record_routes(app: FastAPI, service: Service) -> None:

@@ -92,7 +92,7 @@ class Service:
     def open(cls, index_dir: str | Path, config: Config, max_waiting: int = 8) -> Service:
         from mmedrag.index import Index
 
-        return cls(Index.open(index_dir), config, max_waiting)
+        return cls(Index.open(index_dir, read_only=True), config, max_waiting)
 
     def _build_pipeline(self) -> Any:
         from mmedrag.pipeline import Pipeline
