@@ -97,7 +97,6 @@ class Refresher:
 
     def _run(self) -> None:
         import logging
-
         import sqlite3
 
         while not self._stop.wait(self.interval):
