@@ -35,7 +35,7 @@ from mmedrag.errors import InputError, MmedragError, UsageError
 from mmedrag.server import inputs
 from mmedrag.server.concurrency import Busy, Refresher, refresh_index
 from mmedrag.server.inputs import BadRequest
-from mmedrag.server.security import BodyTooLarge, GuardMiddleware
+from mmedrag.server.security import BodyTimeout, BodyTooLarge, GuardMiddleware
 from mmedrag.server.service import Service
 
 LOG = logging.getLogger("mmedrag.server")
@@ -74,7 +74,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def create_app(index_dir: str | Path | None = None, config: Config | str | Path | None = None,
                api_key: str | None = None, max_upload_mb: float = 20.0, max_waiting: int = 8,
                service: Service | None = None, preload: bool = False,
-               refresh_seconds: float = 2.0) -> FastAPI:
+               refresh_seconds: float = 2.0, body_timeout: float = 30.0,
+               rate: float | None = None, burst: int = 60) -> FastAPI:
     """Build the app over the index at ``index_dir`` (opened read-only in spirit: never written).
 
     Args:
@@ -86,6 +87,9 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
         preload: Build the pipeline (load the generator) now instead of on the first answer.
         refresh_seconds: How often to pick up records a writer committed (0: only on
             ``POST /v1/admin/refresh``).
+        body_timeout: Seconds a request body may stall before a 408.
+        rate: ``/v1/*`` requests per second per client and key (429 above; None: unlimited).
+        burst: Requests a client may send at once before ``rate`` applies.
     """
     if isinstance(config, (str, Path)):
         config = Config.from_yaml(config)
@@ -115,7 +119,8 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
 
     # Pure ASGI and outermost: keys and sizes are checked before anything reads the body.
     app.add_middleware(GuardMiddleware, api_key=api_key,
-                       max_body=int(max_upload_mb * 1024 * 1024), headers=SECURITY_HEADERS)
+                       max_body=int(max_upload_mb * 1024 * 1024), headers=SECURITY_HEADERS,
+                       body_timeout=body_timeout, rate=rate, burst=burst)
     return app
 
 
@@ -123,6 +128,10 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
         return _error(exc.status, exc.message)
+
+    @app.exception_handler(BodyTimeout)
+    async def stalled(_: Request, exc: BodyTimeout) -> JSONResponse:
+        return _error(408, "request body stalled; send it promptly", {"Connection": "close"})
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
