@@ -40,7 +40,7 @@ from mmedrag.ingest.reader import IngestSummary
 from mmedrag.records import Document, Hit, Record
 from mmedrag.registry import REGISTRY
 from mmedrag.stores.bm25 import BM25Index
-from mmedrag.stores.lock import WriterLock
+from mmedrag.stores.lock import WriterBusy, WriterLock
 
 FORMAT_VERSION = 1
 
@@ -225,11 +225,21 @@ class Index(IngestMixin):
         if self._bm25 is None:
             self._bm25 = BM25Index(self.dir / "bm25")
         if not self.read_only and self._bm25.built_for != self.text_store.count():
-            ids, texts = [], []
-            for record in self.text_store.iter_records():
-                ids.append(record.id)
-                texts.append(f"{record.title}\n{record.text}" if record.title else record.text)
-            self._bm25.build(ids, texts)
+            borrowed = not self.lock.held
+            try:
+                self.lock.acquire()  # a stale BM25 is rebuilt only by the one writer
+            except WriterBusy:
+                return self._bm25  # another process is writing: it will save a fresh one
+            try:
+                ids, texts = [], []
+                for record in self.text_store.iter_records():
+                    ids.append(record.id)
+                    texts.append(f"{record.title}\n{record.text}" if record.title
+                                 else record.text)
+                self._bm25.build(ids, texts)
+            finally:
+                if borrowed:
+                    self.lock.release()
         return self._bm25
 
     def delete(self, ids: list[str]) -> int:
