@@ -82,8 +82,10 @@ def test_fifty_megabyte_single_line_is_bounded(tmp_path: Path, config: Path) -> 
     line = b'{"id": "huge", "text": "' + b"pneumothorax " * (50 * 1024 * 1024 // 13) + b'"}\n'
     path = manifest(tmp_path, line + b'{"id": "small", "text": "small"}\n')
     started = time.perf_counter()
-    code = ("import resource, sys; from mmedrag.cli.main import main; rc = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
+    # VmHWM (peak RSS of this process image; ru_maxrss would include the forked parent's)
+    code = ("import re, sys; from mmedrag.cli.main import main; rc = main(sys.argv[1:]); "
+            "status = open('/proc/self/status').read(); "
+            "print(re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr); "
             "sys.exit(rc)")
     out = subprocess.run([sys.executable, "-c", code, "index", str(path), "--index",
                           str(tmp_path / "idx"), "--config", str(config), "--json"],
