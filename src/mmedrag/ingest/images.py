@@ -76,6 +76,7 @@ def load_image(source: Any, what: str = "image", max_pixels: int | None = None) 
     """
     if isinstance(source, Image.Image):
         return to_rgb(source)
+    data: bytes | Path
     if isinstance(source, (bytes, bytearray)):
         data, name = bytes(source), what
     else:
