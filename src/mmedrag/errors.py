@@ -37,6 +37,18 @@ class InputError(MmedragError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class InputTooLarge(InputError):
+    """An input over a size limit (pixels, inflated bytes): the server answers 413."""
+
+
+class StoreDamaged(MmedragError):
+    """A store file is missing, empty or corrupt (the message names the file)."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class IndexMismatchError(MmedragError):
     """An index was opened with encoders other than the ones that built it."""
 
@@ -54,5 +66,6 @@ def optional_import(module: str, extra: str, package: str | None = None):  # noq
     except ImportError as exc:
         pkg = package or module.split(".")[0]
         raise MmedragError(
-            f"this feature needs '{pkg}' (pip install 'mmedrag[{extra}]' or pip install {pkg}): {exc}"
+            f"this feature needs '{pkg}' (pip install 'mmedrag[{extra}]' or pip install {pkg}): "
+            f"{exc}"
         ) from exc

@@ -6,7 +6,10 @@ Layout::
     INDEX/text/           store of text-encoder vectors of every record's text
     INDEX/image/          store of image-encoder vectors of every record with an image
     INDEX/bm25/           BM25 over record texts
-    INDEX/images/         images copied (DICOM rendered, PHI-free) and named by record id
+    INDEX/images/         images copied as metadata-free PNGs (DICOM rendered, PHI-free), named
+                          by a digest of the record id (``image_file_name``): ids are data, never
+                          paths. Records store the relative path, so older indexes whose files
+                          are ``images/<id>.png`` stay readable.
 
 Opening an index with encoders other than those that built it raises ``IndexMismatchError``.
 
@@ -22,51 +25,26 @@ from mmedrag.config import Component, IndexConfig
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from mmedrag.artefacts import IndexArtefacts
 from mmedrag.config import Component, IndexConfig
-from mmedrag.errors import IndexMismatchError, InputError, MmedragError, UsageError
+from mmedrag.errors import IndexMismatchError, MmedragError, StoreDamaged, UsageError
+from mmedrag.index_ingest import IngestMixin
+from mmedrag.ingest.reader import IngestSummary
 from mmedrag.records import Document, Hit, Record
 from mmedrag.registry import REGISTRY
 from mmedrag.stores.bm25 import BM25Index
+from mmedrag.stores.lock import WriterBusy, WriterLock
 
 FORMAT_VERSION = 1
-
-
-@dataclass
-class IngestSummary:
-    """What an ``add`` did: counts and every error with its file and line."""
-
-    added: int = 0
-    already_indexed: int = 0
-    skipped: int = 0
-    errors: list[str] = field(default_factory=list)
-    by_domain: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def merge(self, other: IngestSummary) -> None:
-        self.added += other.added
-        self.already_indexed += other.already_indexed
-        self.skipped += other.skipped
-        self.errors.extend(other.errors)
-        for key, value in other.by_domain.items():
-            self.by_domain[key] = self.by_domain.get(key, 0) + value
-        self.seconds += other.seconds
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "already_indexed": self.already_indexed,
-                "skipped": self.skipped, "errors": self.errors, "by_domain": self.by_domain,
-                "seconds": round(self.seconds, 3)}
 
 
 def build_encoder(kind: str, component: Component) -> Any:
@@ -84,25 +62,48 @@ def _encoder_signature(component: Component, encoder: Any) -> dict[str, Any]:
             "version": encoder.version, "dim": int(encoder.dim)}
 
 
-class Index:
+class Index(IngestMixin):
     """Open or create with ``Index.open(dir, create=True, config=IndexConfig(...))``."""
 
-    def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, meta: dict[str, Any], read_only: bool = False,
+                 existing: bool = False) -> None:
         self.dir = directory
         self.meta = meta
+        self.read_only = read_only
+        self.lock = WriterLock(directory)
         self._text_encoder: Any = None
         self._image_encoder: Any = None
         self._bm25: BM25Index | None = None
-        self.text_store = self._open_store("text", meta["text_encoder"]["dim"])
-        image_meta = meta.get("image_encoder")
-        self.image_store = self._open_store("image", image_meta["dim"]) if image_meta else None
+        try:
+            self.text_store = self._open_store("text", meta["text_encoder"]["dim"], existing)
+            image_meta = meta.get("image_encoder")
+            self.image_store = (self._open_store("image", image_meta["dim"], existing)
+                                if image_meta else None)
+        except StoreDamaged as exc:
+            from mmedrag.index_health import repair_hint
+
+            raise StoreDamaged(f"{exc}; {repair_hint(directory)}", exc.path) from None
+        if existing:
+            self._cross_check()
+
+    def _cross_check(self) -> None:
+        from mmedrag.index_health import cross_check
+
+        cross_check(self)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | Path, create: bool = False,
-             config: IndexConfig | None = None) -> Index:
+             config: IndexConfig | None = None, read_only: bool = False) -> Index:
+        """Open (or with ``create``, make) the index at ``directory``.
+
+        A ``read_only`` index (the server) never writes a byte: no BM25 or graph rebuilds,
+        no index.json updates; ``refresh()`` picks up what a writer has committed.
+        """
         directory = Path(directory)
         meta_path = directory / "index.json"
+        if directory.exists() and not directory.is_dir():
+            raise UsageError(f"{directory}: is a file, not an index folder")
         if not meta_path.exists():
             if not create:
                 raise UsageError(f"{directory}: not an mmedrag index (no index.json); "
@@ -115,13 +116,21 @@ class Index:
         if meta.get("format_version") != FORMAT_VERSION:
             raise MmedragError(f"{meta_path}: index format {meta.get('format_version')} is not "
                                f"supported (this mmedrag reads format {FORMAT_VERSION})")
-        index = cls(directory, meta)
+        index = cls(directory, meta, read_only=read_only, existing=True)
         if config is not None:
             index._check_config(config)
         return index
 
     @classmethod
     def _create(cls, directory: Path, config: IndexConfig) -> Index:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"{directory}: cannot create an index here "
+                             f"({exc.strerror or exc.__class__.__name__})") from None
         text_encoder = build_encoder("text_encoder", config.text_encoder)
         image_encoder = (build_encoder("image_encoder", config.image_encoder)
                          if config.image_encoder else None)
@@ -136,8 +145,8 @@ class Index:
             "bm25": config.bm25,
             "artefacts": IndexArtefacts().model_dump(mode="json"),
         }
-        directory.mkdir(parents=True, exist_ok=True)
         index = cls(directory, meta)
+        index.writing()
         index._text_encoder = text_encoder
         index._image_encoder = image_encoder
         index.save_meta()
@@ -155,12 +164,30 @@ class Index:
                     f"{stored['options']} ({stored['model']}), not {component.name} "
                     f"{component.options}; use the same encoder or build a new index")
 
-    def _open_store(self, name: str, dim: int) -> Any:
+    def _open_store(self, name: str, dim: int, existing: bool = False) -> Any:
         store_cfg = self.meta.get("store") or {"name": "embedded", "options": {}}
         cls = REGISTRY.get("store", store_cfg["name"])
-        return cls(self.dir / name, dim=dim, **store_cfg.get("options", {}))
+        options = dict(store_cfg.get("options", {}))
+        if "read_only" in inspect.signature(cls).parameters:
+            options.update(read_only=self.read_only, must_exist=existing)
+        return cls(self.dir / name, dim=dim, **options)
+
+    def writing(self, wait: float = 0.0) -> None:
+        """Take the cross-process writer lock (held until ``close``); refuse when read-only."""
+        if self.read_only:
+            raise UsageError(f"{self.dir}: opened read-only; this process may not write")
+        self.lock.acquire(wait)
+
+    def refresh(self) -> dict[str, int]:
+        """Pick up records, BM25 and counts committed by a writer since this index was opened
+        (``{"records": n, "new": rows that arrived}``)."""
+        from mmedrag.index_health import refresh
+
+        return refresh(self)
 
     def save_meta(self) -> None:
+        if self.read_only:
+            return
         self.meta["counts"] = {"records": self.text_store.count(),
                                "images": self.image_store.count() if self.image_store else 0}
         self.meta["domains"] = self.domain_counts()
@@ -192,93 +219,7 @@ class Index:
                 f"{stored['version']} ({stored['dim']}-d); rebuild the index")
         return encoder
 
-    # -- writing ---------------------------------------------------------------------------
-    def add(self, records: list[Record], on_error: str = "skip", batch_size: int = 64,
-            progress: bool = False, source: str = "",
-            keep_tags: tuple[str, ...] = ()) -> IngestSummary:
-        """Encode and store ``records`` (images read from ``record.image`` source paths).
-
-        Records whose id is already indexed are counted and skipped, so re-running an ingest
-        (``--resume``) completes it without duplicates. Each batch is committed durably.
-        """
-        if on_error not in ("skip", "fail"):
-            raise UsageError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
-        summary = IngestSummary()
-        started = time.perf_counter()
-        bar = tqdm(total=len(records), desc=f"indexing {source}".strip(), unit="rec",
-                   disable=not progress, file=sys.stderr)
-        for start in range(0, len(records), batch_size):
-            batch = records[start:start + batch_size]
-            present = self.text_store.has([r.id for r in batch])
-            summary.already_indexed += len(present)
-            todo = [r for r in batch if r.id not in present]
-            if todo:
-                self._add_batch(todo, on_error, summary, keep_tags)
-            bar.update(len(batch))
-        bar.close()
-        if summary.added:
-            self.finalize()
-        summary.seconds = time.perf_counter() - started
-        return summary
-
-    def _add_batch(self, batch: list[Record], on_error: str, summary: IngestSummary,
-                   keep_tags: tuple[str, ...] = ()) -> None:
-        ready: list[Record] = []
-        images: dict[str, Any] = {}
-        for record in batch:
-            try:
-                if not record.text.strip():
-                    raise InputError("empty report/text", path=record.meta.get("_source"),
-                                     line=record.meta.get("_line"), field="text")
-                if record.image:
-                    images[record.id] = self._read_image(record, keep_tags)
-                ready.append(record)
-            except InputError as exc:
-                if on_error == "fail":
-                    raise
-                summary.skipped += 1
-                summary.errors.append(str(exc))
-        if not ready:
-            return
-        stored = [self._stored_copy(r) for r in ready]
-        with_images = [(r, images[r.id]) for r in stored if r.id in images]
-        if with_images and self.image_store is not None:
-            for record, image in with_images:
-                self._save_image(record, image)
-            vectors = self.image_encoder.encode_images([img for _, img in with_images])
-            self.image_store.add([r for r, _ in with_images], vectors)
-        text_vectors = self.text_encoder.encode_texts([r.text for r in stored])
-        added = self.text_store.add(stored, text_vectors)
-        summary.added += added
-        for record in stored:
-            summary.by_domain[record.domain] = summary.by_domain.get(record.domain, 0) + 1
-
-    @staticmethod
-    def _read_image(record: Record, keep_tags: tuple[str, ...]) -> Any:
-        """Decode the record's image; DICOM is windowed and only de-identified tags are kept."""
-        from mmedrag.ingest.dicom import DEFAULT_KEEP, read_dicom
-        from mmedrag.ingest.images import is_dicom, load_image
-
-        if is_dicom(Path(record.image)):
-            dicom = read_dicom(record.image, keep=DEFAULT_KEEP + tuple(keep_tags))
-            record.meta["dicom"] = dicom.tags
-            return dicom.image
-        return load_image(record.image)
-
-    def _stored_copy(self, record: Record) -> Record:
-        meta = {k: v for k, v in record.meta.items() if not k.startswith("_")}
-        image = f"images/{record.id}.png" if record.image else ""
-        return Record(id=record.id, text=record.text, image=image, domain=record.domain,
-                      title=record.title, meta=meta)
-
-    def _save_image(self, record: Record, image: Any) -> None:
-        path = self.dir / record.image
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            image.save(tmp, format="PNG")
-            tmp.replace(path)
-
+    # -- writing (add: IngestMixin) ----------------------------------------------------------
     def finalize(self) -> None:
         """Rebuild BM25 when stale, catch the ANN graphs up, and refresh index.json."""
         if self.meta.get("bm25", True):
@@ -291,21 +232,32 @@ class Index:
     def _sync_bm25(self) -> BM25Index:
         if self._bm25 is None:
             self._bm25 = BM25Index(self.dir / "bm25")
-        if self._bm25.built_for != self.text_store.count():
-            ids, texts = [], []
-            for record in self.text_store.iter_records():
-                ids.append(record.id)
-                texts.append(f"{record.title}\n{record.text}" if record.title else record.text)
-            self._bm25.build(ids, texts)
+        if not self.read_only and self._bm25.built_for != self.text_store.count():
+            borrowed = not self.lock.held
+            try:
+                self.lock.acquire()  # a stale BM25 is rebuilt only by the one writer
+            except WriterBusy:
+                return self._bm25  # another process is writing: it will save a fresh one
+            try:
+                ids, texts = [], []
+                for record in self.text_store.iter_records():
+                    ids.append(record.id)
+                    texts.append(f"{record.title}\n{record.text}" if record.title
+                                 else record.text)
+                self._bm25.build(ids, texts)
+            finally:
+                if borrowed:
+                    self.lock.release()
         return self._bm25
 
     def delete(self, ids: list[str]) -> int:
+        self.writing()
+        stored = [self.image_path(r) for r in self.text_store.get(ids)]
         removed = self.text_store.delete(ids)
         if self.image_store is not None:
             self.image_store.delete(ids)
-        for rid in ids:
-            path = self.dir / "images" / f"{rid}.png"
-            if path.exists():
+        for path in stored:
+            if path is not None and path.exists():
                 path.unlink()
         self.finalize()
         return removed
@@ -373,6 +325,7 @@ class Index:
 
     def set_artefacts(self, artefacts: IndexArtefacts) -> None:
         """Record ``artefacts`` in index.json (legacy ``extras`` keys are dropped)."""
+        self.writing()
         self.meta["artefacts"] = artefacts.model_dump(mode="json")
         self.meta.pop("extras", None)
         self.save_meta()
@@ -381,6 +334,7 @@ class Index:
         for store in (self.text_store, self.image_store):
             if store is not None:
                 store.close()
+        self.lock.release()
 
 
 def remove_index(directory: str | Path) -> None:

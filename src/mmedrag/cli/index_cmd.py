@@ -11,7 +11,8 @@ from mmedrag.errors import UsageError
 
 
 def _load_records(source: Path, kind: str, text_field: str | None, domain_field: str,
-                  domain: str | None, on_error: str, chunk_tokens: int, chunk_overlap: int):
+                  domain: str | None, on_error: str, chunk_tokens: int, chunk_overlap: int,
+                  allow_outside: tuple[Path, ...] = ()):
     from mmedrag.ingest.corpus import read_corpus
     from mmedrag.ingest.folder import read_folder
     from mmedrag.ingest.manifest import read_manifest
@@ -22,8 +23,8 @@ def _load_records(source: Path, kind: str, text_field: str | None, domain_field:
         return read_folder(source, domain=domain, on_error=on_error)
     if kind == "auto":
         kind = "pairs"
-        with open(source, encoding="utf-8", errors="replace") as handle:
-            first = handle.readline()
+        with open(source, encoding="utf-8-sig", errors="replace") as handle:
+            first = handle.readline(1 << 20)
         try:
             row = json.loads(first)
             if isinstance(row, dict) and "content" in row and "image" not in row:
@@ -34,7 +35,8 @@ def _load_records(source: Path, kind: str, text_field: str | None, domain_field:
         return read_corpus(source, chunk_tokens, chunk_overlap, domain=domain or "text",
                            on_error=on_error)
     return read_manifest(source, text_field=text_field, domain_field=domain_field,
-                         default_domain=domain or "", on_error=on_error)
+                         default_domain=domain or "", on_error=on_error,
+                         allow_outside=allow_outside)
 
 
 def index_command(
@@ -50,6 +52,10 @@ def index_command(
     limit: int | None = typer.Option(None, help="Index only the first N records."),
     keep_tags: list[str] = typer.Option([], "--keep-tags", help="Extra non-identifying DICOM tags to keep (PHI tags are always removed)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    allow_outside: list[Path] = typer.Option([], "--allow-outside", help="Folder outside the manifest's own from which images may be read (repeatable)."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Pixel limit per image, checked before decoding (default 64000000; DICOM: rows x columns x frames)."),
+    allow_burned_in: bool = typer.Option(False, "--allow-burned-in", help="Index DICOMs with BurnedInAnnotation=YES (text in the pixels is NOT removed)."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait when another process is writing to the index (default: fail at once)."),
 ) -> None:
     """Index image–report pairs or text corpora (incremental: re-adding adds nothing).
 
@@ -60,18 +66,24 @@ def index_command(
 
     if on_error not in ("skip", "fail"):
         raise UsageError(f"--on-error must be skip or fail, got {on_error!r}")
+    from mmedrag.ingest.deid import check_keep_tags
+
+    keep = check_keep_tags(tuple(t for item in keep_tags for t in item.split(",") if t))
     cfg = Config.from_yaml(config) if config else Config()
     exists = (index / "index.json").exists()
     if resume and not exists:
         raise UsageError(f"{index}: nothing to resume (no index.json)")
     idx = Index.open(index, create=True, config=cfg.index if (config or not exists) else None)
+    idx.writing(wait)
     total = IngestSummary()
     for source in manifest:
         read = _load_records(source, kind, text_field, domain_field, domain, on_error,
-                             cfg.index.chunk_tokens, cfg.index.chunk_overlap)
+                             cfg.index.chunk_tokens, cfg.index.chunk_overlap,
+                             tuple(allow_outside))
         records = read.records[:limit] if limit else read.records
         summary = idx.add(records, on_error=on_error, progress=not as_json, source=source.name,
-                          keep_tags=tuple(t for item in keep_tags for t in item.split(",") if t))
+                          keep_tags=keep,
+                          max_pixels=max_pixels, allow_burned_in=allow_burned_in)
         summary.skipped += read.skipped
         summary.errors = read.errors + summary.errors
         total.merge(summary)

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 failed, 2 bad usage. Errors go to stderr as one line naming 
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 
 import typer
@@ -28,7 +29,8 @@ app = typer.Typer(
 )
 
 # Command-group modules; each defines register(app).
-_GROUPS = ("index_cmd", "ask", "demo", "serve", "eval_cmd", "train", "prefs", "calibrate", "kg")
+_GROUPS = ("index_cmd", "repair", "ask", "demo", "serve", "eval_cmd", "train", "prefs",
+           "calibrate", "kg")
 
 
 register_modules(app, _GROUPS)
@@ -59,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click_exc.ClickException as exc:
         typer.echo(f"error: {exc.format_message()}", err=True)
+        return 1
+    except sqlite3.DatabaseError as exc:  # damage found past the checks made on open
+        typer.echo(f"error: an index store is corrupt (sqlite: {exc}); run 'mmedrag repair "
+                   "--index DIR', then 'mmedrag index MANIFEST --index DIR --resume'", err=True)
         return 1
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)

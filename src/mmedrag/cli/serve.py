@@ -22,6 +22,12 @@ def serve_command(
     max_waiting: int = typer.Option(8, help="Answer requests allowed to queue before 503."),
     preload: bool = typer.Option(False, help="Load the generator at start, not on first answer."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    rate: float = typer.Option(20.0, help="/v1 requests per second per client and key (429 above; 0: no limit)."),
+    burst: int = typer.Option(60, help="Requests a client may send at once before --rate applies."),
+    header_timeout: float = typer.Option(10.0, help="Seconds a client has to send its request headers."),
+    body_timeout: float = typer.Option(30.0, help="Seconds a request body may stall (408 after)."),
+    max_per_client: int = typer.Option(32, help="Open connections allowed per client address."),
+    refresh_seconds: float = typer.Option(2.0, help="How often to pick up records a writer committed."),
 ) -> None:
     """Serve the REST API (/v1/answer, /v1/search, ...) and the web page at /.
 
@@ -46,10 +52,14 @@ def serve_command(
                              "or empty")
     check_bind(host, api_key)
     app = create_app(index, config=config, api_key=api_key, max_upload_mb=max_upload_mb,
-                     max_waiting=max_waiting, preload=preload)
+                     max_waiting=max_waiting, preload=preload, rate=rate or None, burst=burst,
+                     body_timeout=body_timeout, refresh_seconds=refresh_seconds)
     auth = "API key required" if api_key else "no API key (loopback only)"
     typer.echo(f"serving {index} on http://{host}:{port}/ ({auth}); Ctrl-C stops", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    from mmedrag.server.connections import uvicorn_options
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level,
+                **uvicorn_options(header_timeout, max_per_client))
 
 
 def register(app: typer.Typer) -> None:

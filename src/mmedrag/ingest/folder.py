@@ -22,6 +22,8 @@ def read_folder(root: str | Path, domain: str | None = None, on_error: str = "sk
     for image in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         sidecar = image.with_suffix(".txt")
         try:
+            if root.resolve() not in image.resolve().parents:
+                raise InputError("image link leaves the folder (refused)", path=str(image))
             if not sidecar.exists():
                 raise InputError("no sidecar report (.txt with the same name)", path=str(image))
             text = sidecar.read_text(encoding="utf-8", errors="replace").strip()

@@ -28,13 +28,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mmedrag.config import Config
 from mmedrag.errors import InputError, MmedragError, UsageError
 from mmedrag.server import inputs
-from mmedrag.server.concurrency import Busy
+from mmedrag.server.concurrency import Busy, Refresher, refresh_index
 from mmedrag.server.inputs import BadRequest
-from mmedrag.server.security import BodyTooLarge, GuardMiddleware
+from mmedrag.server.security import BodyTimeout, BodyTooLarge, GuardMiddleware
 from mmedrag.server.service import Service
 
 LOG = logging.getLogger("mmedrag.server")
@@ -72,7 +73,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def create_app(index_dir: str | Path | None = None, config: Config | str | Path | None = None,
                api_key: str | None = None, max_upload_mb: float = 20.0, max_waiting: int = 8,
-               service: Service | None = None, preload: bool = False) -> FastAPI:
+               service: Service | None = None, preload: bool = False,
+               refresh_seconds: float = 2.0, body_timeout: float = 30.0,
+               rate: float | None = None, burst: int = 60) -> FastAPI:
     """Build the app over the index at ``index_dir`` (opened read-only in spirit: never written).
 
     Args:
@@ -82,6 +85,11 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
         max_upload_mb: Largest request body; larger ones get 413 before being read.
         max_waiting: Answer requests allowed to queue for the generator before 503.
         preload: Build the pipeline (load the generator) now instead of on the first answer.
+        refresh_seconds: How often to pick up records a writer committed (0: only on
+            ``POST /v1/admin/refresh``).
+        body_timeout: Seconds a request body may stall before a 408.
+        rate: ``/v1/*`` requests per second per client and key (429 above; None: unlimited).
+        burst: Requests a client may send at once before ``rate`` applies.
     """
     if isinstance(config, (str, Path)):
         config = Config.from_yaml(config)
@@ -101,15 +109,18 @@ def create_app(index_dir: str | Path | None = None, config: Config | str | Path 
     app = FastAPI(title="mmedrag", version=_version(), docs_url=None, redoc_url=None,
                   description="Multimodal medical RAG: search an index, answer with evidence.")
     app.state.service = service
+    app.state.refresher = Refresher(service.index, refresh_seconds).start()
     app.state.auth = bool(api_key)
     _install_errors(app)
     _install_routes(app, service)
     _install_record_routes(app, service)
+    _install_admin_routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Pure ASGI and outermost: keys and sizes are checked before anything reads the body.
     app.add_middleware(GuardMiddleware, api_key=api_key,
-                       max_body=int(max_upload_mb * 1024 * 1024), headers=SECURITY_HEADERS)
+                       max_body=int(max_upload_mb * 1024 * 1024), headers=SECURITY_HEADERS,
+                       body_timeout=body_timeout, rate=rate, burst=burst)
     return app
 
 
@@ -117,6 +128,10 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
         return _error(exc.status, exc.message)
+
+    @app.exception_handler(BodyTimeout)
+    async def stalled(_: Request, exc: BodyTimeout) -> JSONResponse:
+        return _error(408, "request body stalled; send it promptly", {"Connection": "close"})
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
@@ -140,6 +155,11 @@ def _install_errors(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path"))
         return _error(422, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        LOG.info("client disconnected before sending its whole body")
+        return _error(400, "client disconnected before sending the whole body")
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -194,6 +214,14 @@ def _install_routes(app: FastAPI, service: Service) -> None:
             service.answer, question or "", body.image, task, inputs.options_field(fields),
             not no_rag, inputs.bool_field(fields, "include_messages", False))
 
+
+
+def _install_admin_routes(app: FastAPI, service: Service) -> None:
+    @app.post("/v1/admin/refresh", tags=["meta"])
+    async def refresh() -> dict[str, Any]:
+        """Pick up records, BM25 and counts a writer has committed, now (the server also does
+        it every ``refresh_seconds``)."""
+        return await run_in_threadpool(refresh_index, service.index)
 
 
 def _install_record_routes(app: FastAPI, service: Service) -> None:

@@ -45,14 +45,19 @@ class RunningServer:
 
 
 def serve_in_thread(app: Any, port: int = 0, log_level: str = "warning",
-                    timeout: float = 30.0) -> RunningServer:
-    """Bind 127.0.0.1:``port`` (0: any free port) and serve ``app`` until ``stop()``."""
+                    timeout: float = 30.0, header_timeout: float = 10.0,
+                    max_per_client: int = 32) -> RunningServer:
+    """Bind 127.0.0.1:``port`` (0: any free port) and serve ``app`` until ``stop()``, with the
+    connection limits of ``server.connections``."""
     import uvicorn
+
+    from mmedrag.server.connections import uvicorn_options
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off",
+                                           **uvicorn_options(header_timeout, max_per_client)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name="mmedrag-server")
     thread.start()

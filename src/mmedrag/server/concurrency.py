@@ -6,6 +6,9 @@ The server never writes to its index. What is not thread-safe on the read path:
   borrowed" when one tokenizer is used from two threads at once (tokenizers#537), and encoding
   is CPU-bound anyway, so each encoder is wrapped in a lock;
 * BM25 and encoders load lazily on first use, so they are loaded once before serving;
+* a writer (``mmedrag index``) may commit while the server runs: the server opens the index
+  read-only and ``Refresher`` picks up new rows (dense), a newly saved BM25 and index.json every
+  ``refresh_seconds`` (2 s by default; ``POST /v1/admin/refresh`` does it at once);
 * llama.cpp contexts are not thread-safe, so answering holds a lock around the generator
   (``AnswerGate``), with a bounded queue so a burst gets a prompt 503 rather than a pile-up.
 
@@ -62,6 +65,51 @@ def guard_index(index: Any) -> Any:
         bm25 = index.bm25  # loads (and, if stale, rebuilds) before any request
         index._bm25 = Locked(bm25, threading.RLock())
     return index
+
+
+def refresh_index(index: Any) -> dict[str, int]:
+    """Pick up what a writer committed (``Index.refresh``), keeping BM25 behind its lock."""
+    result = index.refresh()
+    bm25 = index._bm25
+    if bm25 is not None and not isinstance(bm25, Locked):
+        index._bm25 = Locked(bm25, threading.RLock())
+    return result
+
+
+class Refresher:
+    """Calls ``refresh_index`` every ``interval`` seconds in a daemon thread until ``stop()``.
+
+    Example:
+        >>> refresher = Refresher(index, interval=2.0).start()     # doctest: +SKIP
+    """
+
+    def __init__(self, index: Any, interval: float) -> None:
+        self.index = index
+        self.interval = interval
+        self._stop = threading.Event()
+        self.last: dict[str, int] = {}
+        self.errors = 0
+
+    def start(self) -> Refresher:
+        if self.interval > 0:
+            threading.Thread(target=self._run, daemon=True, name="mmedrag-refresh").start()
+        return self
+
+    def _run(self) -> None:
+        import logging
+        import sqlite3
+
+        while not self._stop.wait(self.interval):
+            try:
+                self.last = refresh_index(self.index)
+            except sqlite3.ProgrammingError:  # the index was closed: nothing left to refresh
+                return
+            except Exception as exc:  # noqa: BLE001 - keep serving the last good state
+                self.errors += 1
+                logging.getLogger("mmedrag.server").warning("index refresh failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class Busy(Exception):

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import io
+import logging
 import math
 import threading
 import time
@@ -24,6 +25,8 @@ from mmedrag.records import Hit
 from mmedrag.retrieval.flow import SEARCH_MODES, RetrievalFlow
 from mmedrag.server.concurrency import AnswerGate, guard_index, lazy
 from mmedrag.server.inputs import BadRequest, valid_record_id
+
+LOG = logging.getLogger("mmedrag.server")
 
 THUMBNAIL_SIZES = (64, 128, 256, 512)
 
@@ -84,7 +87,7 @@ class Service:
     def open(cls, index_dir: str | Path, config: Config, max_waiting: int = 8) -> Service:
         from mmedrag.index import Index
 
-        return cls(Index.open(index_dir), config, max_waiting)
+        return cls(Index.open(index_dir, read_only=True), config, max_waiting)
 
     def _build_pipeline(self) -> Any:
         from mmedrag.pipeline import build
@@ -199,7 +202,9 @@ class Service:
             pipeline = self.pipeline()
         except Exception as exc:  # the server's configuration or model: 503
             self.pipeline_error = f"{exc.__class__.__name__}: {exc}"
-            raise BadRequest(f"answering is unavailable: {self.pipeline_error}", 503) from None
+            LOG.error("answering is unavailable: %s", self.pipeline_error)
+            raise BadRequest(f"answering is unavailable: the {self.config.generator.name} "
+                             "generator could not be loaded (see the server log)", 503) from None
         waited = time.perf_counter()
         with self.gate.slot():
             waited = time.perf_counter() - waited

@@ -50,8 +50,18 @@ class BM25Index:
         self._ids: list[str] = []
         self._stemmer = _stemmer()
         self.built_for = -1
+        self.stamp = self.stamp_of(self.path)
         if (self.path / "bm25.json").exists():
             self._load()
+
+    @staticmethod
+    def stamp_of(path: Path) -> tuple[int, int] | None:
+        """(inode, mtime) of a saved BM25's sidecar: changes whenever a writer saves anew."""
+        try:
+            info = (path / "bm25.json").stat()
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns
 
     def _tokenize(self, texts: list[str]):  # noqa: ANN202
         bm25s = optional_import("bm25s", extra="core")
@@ -63,9 +73,12 @@ class BM25Index:
             raise UsageError(f"BM25 build: {len(ids)} ids but {len(texts)} texts")
         bm25s = optional_import("bm25s", extra="core")
         model = bm25s.BM25(method=self.method, k1=self.k1, b=self.b)
-        if texts:
-            model.index(self._tokenize(texts), show_progress=False)
-        self._model = model if texts else None
+        tokens = self._tokenize(texts) if texts else None
+        # a corpus of stop words only has an empty vocabulary: nothing to score, no model
+        usable = tokens is not None and bool(tokens.vocab)
+        if usable:
+            model.index(tokens, show_progress=False)
+        self._model = model if usable else None
         self._ids = list(ids)
         self.built_for = len(ids)
         self._save()
@@ -88,6 +101,7 @@ class BM25Index:
         os.replace(tmp, self.path)
         if old.exists():
             shutil.rmtree(old)
+        self.stamp = self.stamp_of(self.path)
 
     def _load(self) -> None:
         bm25s = optional_import("bm25s", extra="core")
@@ -113,7 +127,7 @@ class BM25Index:
         tokens = self._tokenize(queries)
         docs, scores = self._model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         out = []
-        for row_docs, row_scores in zip(np.asarray(docs), np.asarray(scores)):
+        for row_docs, row_scores in zip(np.asarray(docs), np.asarray(scores), strict=True):
             out.append([(self._ids[int(d)], float(s))
-                        for d, s in zip(row_docs, row_scores) if s > 0])
+                        for d, s in zip(row_docs, row_scores, strict=True) if s > 0])
         return out

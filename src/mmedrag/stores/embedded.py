@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -24,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from mmedrag.errors import IndexMismatchError, MmedragError
+from mmedrag.errors import IndexMismatchError, MmedragError, StoreDamaged
 from mmedrag.records import Hit, Record
+from mmedrag.stores.graph_cache import read_graph, write_graph
+from mmedrag.stores.vectors import exact_top_k, filter_mask
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -38,8 +39,6 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
 """
 _RESERVED = frozenset({"id", "text", "image", "domain", "title"})
-# the saved HNSW graph: one node per distinct vector, ids = matrix rows (IndexIDMap2)
-GRAPH_FORMAT = "hnsw-distinct/1"
 
 
 def _digest(vector: np.ndarray) -> bytes:
@@ -60,8 +59,14 @@ class EmbeddedStore:
     """
 
     def __init__(self, path: str | Path, dim: int, m: int = 32, ef_construction: int = 200,
-                 ef_search: int = 128, exact_below: int = 5000, name: str = "embedded") -> None:
+                 ef_search: int = 128, exact_below: int = 5000, name: str = "embedded",
+                 read_only: bool = False, must_exist: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
+        db = self.path / "store.sqlite"
+        if (must_exist or read_only) and (not db.is_file() or db.stat().st_size == 0):
+            state = "is empty (0 bytes)" if db.is_file() else "is missing"
+            raise StoreDamaged(f"{db}: store file {state}", path=str(db))
         self.path.mkdir(parents=True, exist_ok=True)
         self.dim = int(dim)
         self.m = m
@@ -70,15 +75,17 @@ class EmbeddedStore:
         self.exact_below = exact_below
         self.name = name
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path / "store.sqlite"), check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        stored_dim = self._state("dim")
-        if stored_dim is None:
+        self._rep_cache: np.ndarray | None = None
+        try:
+            self._db = self._connect(db)
+            stored_dim = self._state("dim")
+            self._db.execute("SELECT COUNT(*) FROM records").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreDamaged(f"{db}: corrupt store ({exc})", path=str(db)) from None
+        if stored_dim is None and not read_only:
             self._set_state("dim", str(self.dim))
             self._db.commit()
-        elif int(stored_dim) != self.dim:
+        elif stored_dim is not None and int(stored_dim) != self.dim:
             self._db.close()
             raise IndexMismatchError(
                 f"{self.path}: store holds {stored_dim}-d vectors, opened with {self.dim}")
@@ -86,6 +93,31 @@ class EmbeddedStore:
         self._ann: Any = None
         self._ann_covers = 0  # number of in-memory rows the graph holds
         self._ann_dirty = False  # graph holds rows its saved copy lacks
+
+    def _connect(self, db: Path) -> sqlite3.Connection:
+        if self.read_only:  # a reader never writes: no schema, no journal-mode change
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False,
+                                   timeout=30)
+            conn.execute("PRAGMA query_only=ON")
+            return conn
+        conn = sqlite3.connect(str(db), check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def refresh(self) -> int:
+        """Pick up rows committed by another process; returns how many arrived (a delete
+        elsewhere reloads everything on the next read)."""
+        with self._lock:
+            if not self._loaded:
+                return 0
+            if (self._state("delete_epoch") or "0") != self._epoch:
+                self._loaded, self._ann = False, None
+                return 0
+            before = len(self._ids)
+            self._load_rows(after_seq=self._max_seq)
+            return len(self._ids) - before
 
     # -- state -----------------------------------------------------------------------------
     def _state(self, key: str) -> str | None:
@@ -136,7 +168,7 @@ class EmbeddedStore:
             if not filters:
                 return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
             self._ensure_loaded()
-            return int(self._mask(filters).sum())
+            return int(filter_mask(self._fields, len(self._ids), filters).sum())
 
     def get(self, ids: list[str]) -> list[Record]:
         """Records for ``ids`` in the given order; unknown ids are left out."""
@@ -194,7 +226,7 @@ class EmbeddedStore:
             n = len(self._ids)
             if n == 0 or k <= 0:
                 return [[] for _ in queries]
-            mask = self._mask(filters) if filters else None
+            mask = filter_mask(self._fields, len(self._ids), filters) if filters else None
             allowed = int(mask.sum()) if mask is not None else n
             if allowed == 0:
                 return [[] for _ in queries]
@@ -202,14 +234,14 @@ class EmbeddedStore:
             # everything also makes filtered HNSW walks slow and lossy
             use_exact = exact or allowed < self.exact_below or allowed < n // 50
             if use_exact:
-                rows, scores = self._exact(queries, k, mask)
+                rows, scores = exact_top_k(queries, self._matrix(), k, mask)
             else:
                 rows, scores = self._approximate(queries, k, mask)
             wanted = sorted({self._ids[r] for row in rows for r in row if r >= 0})
         records = {r.id: r for r in self.get(wanted)}
         results = []
         for row, score in zip(rows, scores):
-            hits = []
+            hits: list[Hit] = []
             for r, s in zip(row, score):
                 if r < 0 or self._ids[r] not in records:
                     continue
@@ -219,24 +251,6 @@ class EmbeddedStore:
         return results
 
     # -- internals -------------------------------------------------------------------------
-    def _exact(self, queries: np.ndarray, k: int, mask: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        matrix = self._matrix()
-        if mask is not None:
-            subset = np.flatnonzero(mask)
-            scores = queries @ matrix[subset].T
-        else:
-            subset = None
-            scores = queries @ matrix.T
-        k = min(k, scores.shape[1])
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
-        rows = subset[top] if subset is not None else top
-        return rows, top_scores
-
     def _approximate(self, queries: np.ndarray, k: int, mask: np.ndarray | None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """HNSW search over distinct vectors; each hit is expanded to the rows that share its
@@ -245,7 +259,7 @@ class EmbeddedStore:
         import faiss
 
         index = self._graph()
-        params = faiss.SearchParametersHNSW()
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         params.efSearch = max(self.ef_search, k)
         rep_of = self._rep_array()
         if mask is not None:
@@ -305,48 +319,34 @@ class EmbeddedStore:
     def _load_graph(self) -> Any:
         import faiss
 
-        meta_path, graph_path = self.path / "hnsw.json", self.path / "hnsw.faiss"
         epoch = self._state("delete_epoch") or "0"
         self._first_of: dict[bytes, int] = {}
         self._rep_of: list[int] = []
         self._copies: dict[int, list[int]] = {}
-        self._rep_cache: np.ndarray | None = None
-        if meta_path.exists() and graph_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text())
-                index = (faiss.read_index(str(graph_path))
-                         if meta.get("epoch") == epoch and meta.get("m") == self.m
-                         and meta.get("format") == GRAPH_FORMAT else None)
-            except (ValueError, RuntimeError):  # torn cache file: rebuild
-                index = None
-            # the graph file is replaced before its sidecar: a crash between the two leaves
-            # counts that disagree, and the graph is rebuilt rather than trusted
-            rows = int(meta.get("rows", -1)) if index is not None else -1
-            if index is not None and 0 <= rows <= len(self._ids):
-                self._track_copies(0, rows)  # the loaded graph holds these rows' nodes
-                if index.ntotal == meta.get("nodes") == len(self._first_of):
-                    self._ann_covers = rows
-                    return index
-                self._first_of, self._rep_of, self._copies = {}, [], {}
+        self._rep_cache = None
+        saved = read_graph(self.path, {"epoch": epoch, "m": self.m, "dim": self.dim})
+        # the graph file is replaced before its sidecar: a crash between the two leaves
+        # counts that disagree, and the graph is rebuilt rather than trusted
+        rows = int(saved[1].get("rows", -1)) if saved else -1
+        if saved is not None and 0 <= rows <= len(self._ids):
+            self._track_copies(0, rows)  # the loaded graph holds these rows' nodes
+            if saved[0].ntotal == len(self._first_of):
+                self._ann_covers = rows
+                return saved[0]
+            self._first_of, self._rep_of, self._copies = {}, [], {}
         index = faiss.IndexIDMap2(faiss.IndexHNSWFlat(self.dim, self.m,
                                                       faiss.METRIC_INNER_PRODUCT))
-        faiss.downcast_index(index.index).hnsw.efConstruction = self.ef_construction
+        hnsw = faiss.downcast_index(index.index).hnsw  # type: ignore[attr-defined]
+        hnsw.efConstruction = self.ef_construction
         self._ann_covers = 0
         return index
 
     def save_graph(self) -> None:
         """Persist the HNSW graph atomically (a cache: losing it only costs a rebuild)."""
-        import faiss
-
-        if self._ann is None:
+        if self._ann is None or self.read_only:
             return
-        tmp = self.path / "hnsw.faiss.tmp"
-        faiss.write_index(self._ann, str(tmp))
-        os.replace(tmp, self.path / "hnsw.faiss")
-        meta = {"rows": self._ann_covers, "nodes": int(self._ann.ntotal), "m": self.m,
-                "epoch": self._state("delete_epoch") or "0", "format": GRAPH_FORMAT}
-        (self.path / "hnsw.json.tmp").write_text(json.dumps(meta))
-        os.replace(self.path / "hnsw.json.tmp", self.path / "hnsw.json")
+        write_graph(self.path, self._ann, {"rows": self._ann_covers, "m": self.m,
+                                           "epoch": self._state("delete_epoch") or "0"})
         self._ann_dirty = False
 
     def build_ann(self) -> None:
@@ -366,6 +366,7 @@ class EmbeddedStore:
             self._cached: np.ndarray | None = None
             self._fields: dict[str, list[Any]] = {"domain": []}
             self._max_seq = 0
+            self._epoch = self._state("delete_epoch") or "0"
             self._load_rows(after_seq=0)
             self._loaded = True
 
@@ -398,16 +399,6 @@ class EmbeddedStore:
                             else np.zeros((0, self.dim), dtype=np.float32))
             self._chunks = [self._cached]
         return self._cached
-
-    def _mask(self, filters: dict[str, Any]) -> np.ndarray:
-        mask = np.ones(len(self._ids), dtype=bool)
-        for key, allowed in filters.items():
-            column = self._fields.get(key)
-            if column is None:
-                return np.zeros(len(self._ids), dtype=bool)
-            values = set(allowed) if isinstance(allowed, (list, tuple, set)) else {allowed}
-            mask &= np.fromiter((v in values for v in column), dtype=bool, count=len(column))
-        return mask
 
     def close(self) -> None:
         """Save a grown HNSW graph and close the database (closing twice is harmless)."""
