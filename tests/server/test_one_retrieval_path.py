@@ -118,3 +118,35 @@ def test_search_rest_and_pipeline_rank_alike_on_medpix_dev(shared_data: Path, tm
              for r in dev[::10][:20]]
     domains = assert_one_path(index, cases, start_live)
     assert len(domains) == 20 and set(domains) <= {"CT", "MR", None}
+
+
+def test_the_routed_domain_gets_its_own_tower(routed_tower_index: Path, sample_dir: Path,
+                                               tmp_path: Path) -> None:
+    """Per-domain retrieval: a tower registered for a domain serves the images routed there; the
+    tower for all domains serves the rest."""
+    from mmedrag.artefacts import TowerArtefact
+    from mmedrag.index import Index
+    from mmedrag.pipeline import build
+
+    index = Index.open(routed_tower_index)
+    saved = index.artefacts
+    general = saved.towers[0].path
+    pipeline = build(Config(generator=Component(name="echo")), index)
+    rows = [json.loads(line) for line in (sample_dir / "pairs.jsonl").read_text().splitlines()]
+    routed = {}
+    for row in rows:
+        found = pipeline.retrieve("", sample_dir / row["image"])
+        routed.setdefault(found.domain, sample_dir / row["image"])
+    domain = next(d for d in routed if d is not None)
+    try:
+        index.set_artefacts(saved.with_tower(TowerArtefact(path=general, domain=domain)))
+        pipeline = build(Config(generator=Component(name="echo")), Index.open(routed_tower_index))
+        own = pipeline.retrieve("", routed[domain])
+        assert f"image→report search with the {domain} tower" in own.trace
+        assert own.retrievers == ["image-text"] and own.domain == domain
+        others = [d for d in routed if d not in (domain, None)]
+        if others:
+            other = pipeline.retrieve("", routed[others[0]])
+            assert "image→report search with the tower for all domains" in other.trace
+    finally:
+        index.set_artefacts(saved)

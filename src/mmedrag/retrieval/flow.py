@@ -167,18 +167,20 @@ class RetrievalFlow:
             return DomainRouter.load(path, threshold=threshold, source=source)
         return self._component("router", build)
 
-    def _tower_retriever(self, domain: str | None) -> Retriever | None:
-        """The image→report retriever of ``domain`` (config path, else the index's towers)."""
-        path = self.config.retrieval.image_text
+    def _tower_retriever(self, domain: str | None) -> tuple[Retriever, str] | None:
+        """The image→report retriever of ``domain`` and what it is (config path, else the
+        index's tower for that domain, else its tower for all domains)."""
+        path, what = self.config.retrieval.image_text, "config retrieval.image_text"
         if path is None:
             tower = self.index.artefacts.tower_for(domain)
-            path = tower.path if tower else None
-        if path is None:
-            return None
-        found: Retriever | None = self._component(f"tower:{path}", lambda: REGISTRY.create(
+            if tower is None:
+                return None
+            path = tower.path
+            what = f"the {tower.domain} tower" if tower.domain else "the tower for all domains"
+        retriever: Retriever = self._component(f"tower:{path}", lambda: REGISTRY.create(
             "retriever", "image-text", index=self.index,
             encoder=REGISTRY.create("image_encoder", "tower", path=path)))
-        return found
+        return retriever, what
 
     def _retriever(self, name: str, **options: Any) -> Retriever:
         key = f"{name}:{sorted(options.items())}"
@@ -318,7 +320,8 @@ class RetrievalFlow:
         if self.image_search == "auto":
             tower = self._tower_retriever(route.domain)
             if tower is not None:
-                return tower.retrieve(query, fetch)
+                trace.append(f"image→report search with {tower[1]}")
+                return tower[0].retrieve(query, fetch)
         if self.index.image_store is None:
             trace.append("the index has no image store and no tower: retrieved by the "
                          "question text only")
