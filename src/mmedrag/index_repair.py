@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mmedrag.index import Index
+from mmedrag.stores.lock import WriterLock
 
 
 def _salvage(db: Path) -> list[tuple[Any, ...]]:
@@ -68,7 +69,17 @@ def _rebuild_store(folder: Path, dim: int) -> dict[str, Any]:
 
 
 def repair(directory: str | Path) -> dict[str, Any]:
-    """Repair the index at ``directory`` in place; returns what was kept and removed."""
+    """Repair the index at ``directory`` in place; returns what was kept and removed. The writer
+    lock is held from the first file touched to the last, so no ingest runs meanwhile."""
+    guard = WriterLock(Path(directory))
+    guard.acquire()
+    try:
+        return _repair(directory)
+    finally:
+        guard.release()
+
+
+def _repair(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     meta = json.loads((directory / "index.json").read_text(encoding="utf-8"))
     report: dict[str, Any] = {}

@@ -150,3 +150,35 @@ def test_the_routed_domain_gets_its_own_tower(routed_tower_index: Path, sample_d
             assert "image→report search with the tower for all domains" in other.trace
     finally:
         index.set_artefacts(saved)
+
+
+def test_review_fixes_one_path_with_hyde_on_demand_and_a_fixed_domain(
+        routed_tower_index: Path, sample_dir: Path) -> None:
+    """HyDE in search uses the config's generator (same ranking as ask); the server's shared flow
+    also serves RetrieveOnDemand; a domain the caller fixes is never overridden by the router;
+    the selected evidence is numbered 1..k."""
+    from mmedrag.index import Index
+    from mmedrag.pipeline import build
+    from mmedrag.retrieval.flow import RetrievalFlow
+    from mmedrag.server.service import Service
+
+    image = sample_dir / "images" / "synpic19605.jpg"
+    hyde = Config.model_validate({"generator": {"name": "echo"}, "retrieval": {"hyde": True}})
+    index = Index.open(routed_tower_index)
+    searched = RetrievalFlow(hyde, index).run("Is the spleen enlarged?", image, select=False)
+    asked = build(hyde, index).retrieve("Is the spleen enlarged?", image)
+    assert [h.id for h in searched.candidates] == [h.id for h in asked.candidates]
+    assert any(line.startswith("HyDE:") for line in searched.trace)
+    assert [h.rank for h in asked.hits] == list(range(1, len(asked.hits) + 1))
+
+    on_demand = Config(generator=Component(name="echo"), retrieve_on_demand=0.0)
+    service = Service(Index.open(routed_tower_index), on_demand)
+    answer = service.answer("Is the spleen enlarged?", image=image, task="closed_vqa")
+    assert answer["used_rag"] is False
+
+    plain = RetrievalFlow(Config(generator=Component(name="echo")), index)
+    routed = plain.run("", image, select=False).domain
+    other = next(d for d in ("ABD", "CHEST", "HEAD") if d != routed)
+    fixed = plain.run("", image, filters={"domain": other}, select=False)
+    assert fixed.domain == other and {h.record.domain for h in fixed.candidates} == {other}
+    assert f"domain {other} fixed by the caller: no routing" in fixed.trace

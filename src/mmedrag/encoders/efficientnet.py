@@ -155,13 +155,19 @@ CACHE_SIZE = 2048
 
 
 def _cache_key(weights: str, image: Any) -> tuple[str, ...] | None:
-    """(weights, file path, mtime) for a file, (weights, digest) for bytes; None otherwise."""
+    """(weights, file path, mtime) for a file, (weights, digest) for bytes or a decoded image
+    (``ask``, ``search`` and the server pass decoded images: the router and the tower then share
+    one forward pass); None otherwise."""
     if isinstance(image, (bytes, bytearray)):
         return weights, hashlib.blake2b(bytes(image), digest_size=16).hexdigest()
     if isinstance(image, (str, Path)):
         path = Path(image)
         if path.is_file():
             return weights, str(path.resolve()), str(path.stat().st_mtime_ns)
+        return None
+    if hasattr(image, "tobytes") and hasattr(image, "mode"):  # a decoded PIL image
+        digest = hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()
+        return weights, str(image.mode), str(image.size), digest
     return None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from mmedrag.config import Config
+from mmedrag.ingest.images import load_image
 from mmedrag.ingest.labelled import Row
 from mmedrag.ir_metrics import bootstrap_interval, per_query_metrics
 from mmedrag.retrieval.flow import RetrievalFlow
@@ -52,8 +53,8 @@ def evaluate_index(index: SearchableIndex, rows: Sequence[Row], mode: str = "ima
     used: set[str] = set()
     routed: dict[str, int] = {}
     for row in tqdm(rows, disable=not progress, desc="queries", unit="q"):
-        found = flow.run("" if mode == "image" else row.text,
-                         row.image if mode == "image" else None, k,
+        image = load_image(row.image, what=str(row.image)) if mode == "image" else None
+        found = flow.run("" if mode == "image" else row.text, image, k,
                          exclude_ids={row.id} if exclude_self else None, select=False)
         used.update(found.retrievers)
         route = found.domain or "(all)"

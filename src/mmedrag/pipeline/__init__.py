@@ -34,7 +34,8 @@ def build(config: Config | str | Path | None = None,
     if threshold is None:
         return Pipeline.from_config(cfg, index, flow)
     inner = cfg.model_copy(update={"retrieve_on_demand": None})
-    return RetrieveOnDemand(Pipeline.from_config(inner, index, flow), threshold)
+    shared = flow.derive(inner, keep_selector=True) if flow is not None else None
+    return RetrieveOnDemand(Pipeline.from_config(inner, index, shared), threshold)
 
 
 __all__ = ["Answerer", "Generated", "Pipeline", "RetrieveOnDemand", "build"]

@@ -21,7 +21,7 @@ class DenseRetriever:
 
     ``space="text"``: query text → report/document texts. ``space="image"``: query image →
     stored images (image→image). Image→report retrieval with a trained tower lives in
-    ``mmedrag.retrieval.router`` (it embeds images into the text space).
+    ``mmedrag.retrieval.image_text`` (it embeds images into the text space).
 
     Example:
         >>> DenseRetriever(index).retrieve(Query(text="pleural effusion"), k=5)  # doctest: +SKIP

@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +119,7 @@ class RetrievalFlow:
         self.image_search = image_search
         self.exact = exact
         self._cache: dict[str, Any] = {}
+        self._building = threading.RLock()
 
     def derive(self, config: Config, keep_selector: bool, image_search: str | None = None,
                exact: bool | None = None) -> RetrievalFlow:
@@ -148,9 +151,10 @@ class RetrievalFlow:
 
     # -- components ----------------------------------------------------------------------------
     def _component(self, key: str, build: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
+        with self._building:  # server threads: each component is built once
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]
 
     def router(self) -> DomainRouter | None:
         """The config's router (``retrieval.router``), else the index's, else None; the config's
@@ -235,9 +239,9 @@ class RetrievalFlow:
         trace: list[str] = []
         seconds: dict[str, float] = {}
         start = time.perf_counter()
-        route = self._route(image, trace)
-        seconds["route"] = time.perf_counter() - start
         filters = dict(filters or {})
+        route = self._route(image, trace, filters)
+        seconds["route"] = time.perf_counter() - start
         if route.domain is not None and route.field != "domain":
             filters[route.field] = route.domain
         query = Query(text=question, image=image, filters=filters,
@@ -260,11 +264,13 @@ class RetrievalFlow:
         if select:
             start = time.perf_counter()
             selection = self.selector().select(candidates)
+            selection.hits = [dataclasses.replace(hit, rank=rank)  # evidence order, 1..k
+                              for rank, hit in enumerate(selection.hits, start=1)]
             seconds["select"] = time.perf_counter() - start
             trace.append(f"selector {self.config.selector.name}: {selection.reason}")
         return RetrievalResult(candidates, selection, route, retrievers, seconds, trace)
 
-    def _route(self, image: Any, trace: list[str]) -> Route:
+    def _route(self, image: Any, trace: list[str], filters: dict[str, Any]) -> Route:
         if image is None:
             trace.append("text-only question: the image domain router does not apply; "
                          "searched all domains")
@@ -276,8 +282,13 @@ class RetrievalFlow:
         if router is None:
             trace.append("no domain router for this index: searched all domains")
             return Route(None)
-        decision = router.route(image)
         field_name = router.field or "domain"
+        fixed = filters.get(field_name)
+        if isinstance(fixed, str):  # the caller chose the domain: never override it
+            trace.append(f"{field_name} {fixed} fixed by the caller: no routing")
+            return Route(RouteDecision(fixed, 1.0, {}, False, "fixed by the caller"),
+                         field_name, None, "caller")
+        decision = router.route(image)
         source = router.threshold_source
         route = Route(decision, field_name, router.threshold, source)
         if route.domain is None:
@@ -342,9 +353,10 @@ class RetrievalFlow:
               generator: Callable[[], Generator] | None) -> Query:
         if not self.config.retrieval.hyde:
             return query
-        if generator is None:
-            raise UsageError("retrieval.hyde is on, but this caller has no generator to write "
-                             "the hypothetical document")
+        if generator is None:  # search / eval retrieval: the config's generator, as ask uses
+            spec = self.config.generator
+            generator = lambda: self._component(  # noqa: E731
+                "generator", lambda: REGISTRY.create("generator", spec.name, **spec.options))
         from mmedrag.retrieval.hyde import hypothetical_query
 
         text = hypothetical_query(query.text, generator())

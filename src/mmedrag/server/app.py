@@ -193,7 +193,7 @@ def _install_routes(app: FastAPI, service: Service) -> None:
         body = await _body(request)
         fields = body.fields
         text = inputs.text_field(fields, "text")
-        k = inputs.int_field(fields, "k", 10, 1, 100)
+        k = inputs.int_field(fields, "k", min(service.config.retrieval.k, 100), 1, 100)
         mode = inputs.text_field(fields, "mode", max_chars=16) or None
         domain = inputs.text_field(fields, "domain", max_chars=100)
         return await run_in_threadpool(service.search, text, body.image, k, mode, domain)

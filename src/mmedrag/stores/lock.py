@@ -3,8 +3,9 @@
 The lock is taken before the first write and held until the index is closed (or the process
 dies: the kernel releases it, so a ``kill -9`` never leaves a stale lock). A second writer
 process waits up to ``wait`` seconds, then fails with a message naming the holder's pid. Within
-one process the lock is shared (counted) between the Index objects of a folder. Readers (the
-server, ``mmedrag search``) never take it: SQLite's WAL lets them read while one process writes.
+one process the lock is shared (counted) between the Index objects of a folder. Reading never
+takes it (SQLite's WAL lets readers read while one process writes); a CLI reader that finds BM25
+stale takes it only to rebuild BM25, and the server, opened read-only, never does.
 
 Example:
     >>> import tempfile

@@ -12,6 +12,7 @@ window, round field of view, table; MR: bias-field shading, no table, different 
 Example:
     >>> model = train_cnn(pixels, labels, epochs=2)               # doctest: +SKIP
     >>> save_cnn(model, labels_sorted, "router/cnn.pt")           # doctest: +SKIP
+    >>> from mmedrag.encoders.cnn import CnnFeatures                  # doctest: +SKIP
     >>> CnnFeatures("router/cnn.pt").encode_images(["scan.png"]).shape   # doctest: +SKIP
     (1, 160)
 """

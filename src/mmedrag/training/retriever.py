@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +151,3 @@ def export_tower(checkpoint: str | Path, out_dir: str | Path,
               "epoch": payload["epoch"], "train": payload["config"],
               "val": payload["state"].get("best_metrics", {}), **payload["meta"]}
     (out / "config.json").write_text(json.dumps(config, indent=1))
-
-
-def config_dict(cfg: TowerTrainConfig) -> dict[str, Any]:
-    return asdict(cfg)
