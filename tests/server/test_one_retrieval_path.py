@@ -45,6 +45,7 @@ def assert_one_path(index_dir: Path, cases: list[tuple[Path, str]], start_live: 
         for image, question in cases:
             stage = pipeline.retrieve(question, image)
             expected = [h.id for h in stage.candidates]
+            assert expected, f"no candidates for {image}"
             cli = _cli_search(index_dir, image, question)
             rest = _rest_search(client, image, question)
             assert [h["id"] for h in cli["hits"]] == expected, image
@@ -105,8 +106,10 @@ def test_search_rest_and_pipeline_rank_alike_on_medpix_dev(shared_data: Path, tm
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dev))
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in subset))
     index = tmp_path / "index"
+    # the manifest lives in tmp_path and names the shared images: allowed explicitly
     assert main(["index", str(tmp_path / "dev.jsonl"), "--index", str(index), "--text-field",
-                 "caption", "--domain-field", "modality", "--json"]) == 0
+                 "caption", "--domain-field", "modality", "--allow-outside", str(medpix),
+                 "--on-error", "fail", "--json"]) == 0
     assert main(["train", "domain", str(tmp_path / "train.jsonl"), "--field", "modality",
                  "--out", str(tmp_path / "router"), "--index", str(index), "--features",
                  "handcrafted", "--json"]) == 0
@@ -117,6 +120,9 @@ def test_search_rest_and_pipeline_rank_alike_on_medpix_dev(shared_data: Path, tm
     cases = [(Path(r["image"]), f"What does this {r['modality']} of the {r['location']} show?")
              for r in dev[::10][:20]]
     domains = assert_one_path(index, cases, start_live)
+    from mmedrag.index import Index
+
+    assert Index.open(index).count() == 197
     assert len(domains) == 20 and set(domains) <= {"CT", "MR", None}
 
 
