@@ -8,14 +8,30 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from tqdm import tqdm
 
 from mmedrag.errors import InputError, UsageError
 from mmedrag.ingest.images import save_png
 from mmedrag.ingest.reader import ImageReader, IngestSummary, check_text, image_file_name
 from mmedrag.records import Record
+
+
+class TextVectorSource(Protocol):
+    """Where an ingest's text vectors come from instead of the index's text encoder:
+    precomputed embeddings (``ingest/embeddings.py``) or a cluster encoding in parallel.
+
+    ``start`` receives every record of the ingest once, in order, before any batch (a
+    source may begin encoding ahead); ``vectors`` is then called with records from that
+    list, in the same order (a subsequence: already-indexed and bad records are left out)
+    and returns one L2-normalised float32 row per record.
+    """
+
+    def start(self, records: list[Record]) -> None: ...
+
+    def vectors(self, records: list[Record]) -> np.ndarray: ...
 
 
 class IngestMixin:
@@ -33,7 +49,8 @@ class IngestMixin:
 
     def add(self, records: list[Record], on_error: str = "skip", batch_size: int = 64,
             progress: bool = False, source: str = "", keep_tags: tuple[str, ...] = (),
-            max_pixels: int | None = None, allow_burned_in: bool = False) -> IngestSummary:
+            max_pixels: int | None = None, allow_burned_in: bool = False,
+            text_vectors: TextVectorSource | None = None) -> IngestSummary:
         """Encode and store ``records`` (images read from ``record.image`` source paths).
 
         Records whose id is already indexed are counted and skipped, so re-running an ingest
@@ -45,6 +62,7 @@ class IngestMixin:
             keep_tags: Extra DICOM tags to keep (identifying ones are refused).
             max_pixels: Pixel limit per image (None: the loader's default, 64 Mpx).
             allow_burned_in: Accept DICOMs that declare BurnedInAnnotation = YES.
+            text_vectors: Source of the text vectors (default: the index's text encoder).
         """
         if on_error not in ("skip", "fail"):
             raise UsageError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -55,6 +73,9 @@ class IngestMixin:
         if on_error == "fail":
             self._validate(records, reader)
         summary = IngestSummary()
+        if text_vectors is not None:
+            text_vectors.start(records)
+        self._text_source = text_vectors
         started = time.perf_counter()
         bar = tqdm(total=len(records), desc=f"indexing {source}".strip(), unit="rec",
                    disable=not progress, file=sys.stderr)
@@ -105,7 +126,9 @@ class IngestMixin:
                 self._save_image(record, image)
             vectors = self.image_encoder.encode_images([img for _, img in with_images])
             self.image_store.add([r for r, _ in with_images], vectors)
-        text_vectors = self.text_encoder.encode_texts([r.text for r in stored])
+        source = getattr(self, "_text_source", None)
+        text_vectors = (source.vectors(ready) if source is not None
+                        else self.text_encoder.encode_texts([r.text for r in stored]))
         added = self.text_store.add(stored, text_vectors)
         summary.added += added
         for record in stored:
