@@ -191,6 +191,7 @@ class Index(IngestMixin):
         self.meta["counts"] = {"records": self.text_store.count(),
                                "images": self.image_store.count() if self.image_store else 0}
         self.meta["domains"] = self.domain_counts()
+        self.meta["stores"] = self.store_info()
         tmp = self.dir / "index.json.tmp"
         tmp.write_text(json.dumps(self.meta, indent=2), encoding="utf-8")
         tmp.replace(self.dir / "index.json")
@@ -315,8 +316,18 @@ class Index(IngestMixin):
         data["images"] = self.image_store.count() if self.image_store else 0
         data["domains"] = self.domain_counts()
         data["artefacts"] = self.artefacts.model_dump(mode="json")
+        data["stores"] = self.store_info()
         data["path"] = str(self.dir)
         return data
+
+    def store_info(self) -> dict[str, Any]:
+        """Per store (text, image): ANN kind, parameters, memory estimate, bytes on disk."""
+        out: dict[str, Any] = {}
+        for name, store in (("text", self.text_store), ("image", self.image_store)):
+            describe = getattr(store, "describe", None)
+            if describe is not None:
+                out[name] = describe()
+        return out
 
     @property
     def artefacts(self) -> IndexArtefacts:

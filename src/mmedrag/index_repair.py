@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mmedrag.index import Index
 from mmedrag.stores.lock import WriterLock
 
@@ -49,23 +51,67 @@ def _store_ok(db: Path) -> bool:
         return False
 
 
-def _rebuild_store(folder: Path, dim: int) -> dict[str, Any]:
-    """Replace a damaged ``store.sqlite`` with one holding every salvageable row."""
+def _vectors_ok(folder: Path, db: Path, dim: int) -> bool:
+    """The vector file holds every row the committed records point at."""
+    from mmedrag.stores.vector_file import DTYPES
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        top = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
+        dtype = conn.execute("SELECT value FROM state WHERE key='vector_dtype'").fetchone()
+        moved = conn.execute("SELECT value FROM state WHERE key='vectors'").fetchone()
+    if not moved:  # vectors still inside SQLite (older store): migrated on open
+        return True
+    name, np_dtype = DTYPES[dtype[0] if dtype else "float32"]
+    path = folder / name
+    size = path.stat().st_size if path.exists() else 0
+    return size >= top * dim * np.dtype(np_dtype).itemsize
+
+
+def _rebuild_store(folder: Path, dim: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Replace a damaged store with one holding every salvageable row (records whose vector
+    is unreadable are left out, so ``--resume`` adds them again)."""
+    from mmedrag.stores.graph_cache import cache_files
+    from mmedrag.stores.vector_file import DTYPES
+
     db = folder / "store.sqlite"
-    for cache in ("hnsw.faiss", "hnsw.json"):
-        (folder / cache).unlink(missing_ok=True)
-    if _store_ok(db):
+    for stem in ("hnsw", "ivfpq"):
+        for cache in cache_files(stem):
+            (folder / cache).unlink(missing_ok=True)
+    if _store_ok(db) and _vectors_ok(folder, db, dim):
         return {"salvaged": -1}
     rows = _salvage(db) if db.is_file() else []
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    for suffix in ("", "-wal", "-shm"):
-        part = folder / f"store.sqlite{suffix}"
+    moved: dict[str, Path] = {}
+    for name in ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm",
+                 *(file for file, _ in DTYPES.values())]:
+        part = folder / name
         if part.exists():
-            part.rename(folder / f"damaged-{stamp}-store.sqlite{suffix}")
+            moved[name] = folder / f"damaged-{stamp}-{name}"
+            part.rename(moved[name])
+    from mmedrag.records import Record
     from mmedrag.stores.embedded import EmbeddedStore
 
-    EmbeddedStore(folder, dim=dim).close()
-    return {"salvaged": len(rows), "rows": rows}
+    store = EmbeddedStore(folder, dim=dim, **options)
+    vectors: dict[int, np.ndarray] = {}
+    for name, np_dtype in DTYPES.values():
+        if name in moved and moved[name].stat().st_size >= dim * np.dtype(np_dtype).itemsize:
+            old = np.memmap(moved[name], dtype=np_dtype, mode="r")
+            usable = len(old) // dim
+            for seq, *_rest, blob in rows:
+                if not blob and seq - 1 < usable:
+                    vectors[seq] = np.asarray(old[(seq - 1) * dim:seq * dim], np.float32)
+    kept, lost = [], 0
+    for seq, _id, _domain, data, blob in rows:
+        vector = np.frombuffer(blob, np.float32) if blob else vectors.get(seq)
+        if vector is None or len(vector) != dim or not np.isfinite(vector).all():
+            lost += 1
+            continue
+        kept.append((Record.from_dict(json.loads(data)), vector))
+    for start in range(0, len(kept), 4096):
+        part_ = kept[start:start + 4096]
+        store.add([r for r, _ in part_], np.stack([v for _, v in part_]))
+    store.close()
+    return {"salvaged": len(kept), "without_vector": lost}
 
 
 def repair(directory: str | Path) -> dict[str, Any]:
@@ -83,24 +129,17 @@ def _repair(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     meta = json.loads((directory / "index.json").read_text(encoding="utf-8"))
     report: dict[str, Any] = {}
-    salvaged: dict[str, list[tuple[Any, ...]]] = {}
     for name in ("text", "image"):
         encoder = meta.get(f"{name}_encoder")
         if not encoder:
             continue
-        result = _rebuild_store(directory / name, int(encoder["dim"]))
-        salvaged[name] = result.pop("rows", [])
-        report[name] = result
+        store_options = dict((meta.get("store") or {}).get("options") or {})
+        report[name] = _rebuild_store(directory / name, int(encoder["dim"]), store_options)
     meta["counts"] = {}
     (directory / "index.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     shutil.rmtree(directory / "bm25", ignore_errors=True)
     index = Index.open(directory)
     index.writing()
-    for name, rows in salvaged.items():
-        store = index.text_store if name == "text" else index.image_store
-        with store._lock, store._db:
-            store._db.executemany("INSERT OR IGNORE INTO records (id, domain, data, vec) "
-                                  "VALUES (?, ?, ?, ?)", [r[1:] for r in rows])
     report["removed_without_image_vector"] = _drop_half_records(index)
     index.finalize()
     report["count"] = index.count()

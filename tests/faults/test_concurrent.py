@@ -55,8 +55,8 @@ def base(tmp_path: Path) -> Path:
 
 
 def test_second_writer_fails_clearly_or_waits(base: Path) -> None:
-    corpus(base / "b.jsonl", 100, 3000)
-    corpus(base / "c.jsonl", 3100, 300)
+    corpus(base / "b.jsonl", 100, 30000)
+    corpus(base / "c.jsonl", 30100, 300)
     first = subprocess.Popen(cli("index", str(base / "b.jsonl"), "--index", str(base / "idx")),
                              env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     lock = base / "idx" / ".writer.lock"
@@ -73,7 +73,7 @@ def test_second_writer_fails_clearly_or_waits(base: Path) -> None:
                              text=True, timeout=300)
     assert first.wait(timeout=300) == 0
     assert waiting.returncode == 0, waiting.stderr
-    assert json.loads(waiting.stdout)["count"] == 3400  # 0 lost, 0 duplicated
+    assert json.loads(waiting.stdout)["count"] == 30400  # 0 lost, 0 duplicated
 
 
 def test_server_never_writes_and_sees_a_writers_commits(base: Path) -> None:

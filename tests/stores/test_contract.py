@@ -22,6 +22,16 @@ def _open_embedded(path: Path, dim: int, **options: Any) -> Any:
     return EmbeddedStore(path, dim=dim, **options)
 
 
+def _embedded_kind(**fixed: Any) -> Callable[..., Any]:
+    """The embedded store with one ANN kind forced (exact_below 0: the ANN answers even at
+    contract-suite sizes; IVF-PQ needs 1,024 rows to train, tests/stores/test_ann_kinds.py)."""
+
+    def open_store(path: Path, dim: int, **options: Any) -> Any:
+        return _open_embedded(path, dim, **{**options, **fixed})
+
+    return open_store
+
+
 def _open_milvus(path: Path, dim: int, **options: Any) -> Any:
     pytest.importorskip("milvus_lite")
     from mmedrag.stores.milvus import MilvusStore
@@ -30,7 +40,10 @@ def _open_milvus(path: Path, dim: int, **options: Any) -> Any:
     return MilvusStore(path, dim=dim, **options)
 
 
-BACKENDS = {"embedded": _open_embedded, "milvus": _open_milvus}
+BACKENDS = {"embedded": _open_embedded, "milvus": _open_milvus,
+            "embedded-hnsw": _embedded_kind(kind="hnsw", exact_below=0),
+            "embedded-flat": _embedded_kind(kind="flat"),
+            "embedded-float16": _embedded_kind(vector_dtype="float16", exact_below=0)}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -47,6 +60,11 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     yield open_store
     for store in opened:
         store.close()
+
+
+def _tolerance(opener: Any, exact: float) -> float:
+    """float16 storage keeps scores and vectors within ~1e-3 (half an ulp per coordinate)."""
+    return 2e-3 if opener.backend == "embedded-float16" else exact
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -96,7 +114,7 @@ def test_search_returns_best_first_with_inner_product_scores(opener: Callable[..
             assert [h.id for h in hits] == _brute(vectors, query, records, 5)
             assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
             expected = {r.id: float(v @ query) for r, v in zip(records, vectors)}
-            assert all(abs(h.score - expected[h.id]) < 1e-4 for h in hits)
+            assert all(abs(h.score - expected[h.id]) < _tolerance(opener, 1e-4) for h in hits)
             assert all(h.retriever for h in hits)
     assert len(store.search(queries[0], k=50)[0]) == len(records)
     assert store.search(queries, k=0) == [[], [], []]
@@ -112,7 +130,7 @@ def test_records_round_trip_with_every_field(opener: Callable[..., Any]) -> None
     assert got[1] == records[0]
     assert store.has(wanted) == {"r05", "r00", "r03"}
     assert sorted(r.id for r in store.iter_records(batch=5)) == [r.id for r in records]
-    np.testing.assert_allclose(store.vectors(["r07", "r01"]), vectors[[7, 1]], atol=1e-6)
+    np.testing.assert_allclose(store.vectors(["r07", "r01"]), vectors[[7, 1]], atol=_tolerance(opener, 1e-6))
     with pytest.raises(MmedragError):
         store.vectors(["missing"])
 

@@ -181,6 +181,13 @@ def info_command(
     typer.echo(f"  records      : {data['count']} ({data['images']} with images)")
     for domain, count in data["domains"].items():
         typer.echo(f"    {domain or '-':<12} {count}")
+    for name, store in data.get("stores", {}).items():
+        params = ", ".join(f"{k}={v}" for k, v in store["params"].items())
+        typer.echo(f"  {name + ' store':<13}: {store['kind']} ({params}; configured "
+                   f"{store['configured_kind']}), {store['vector_dtype']} vectors "
+                   f"{store['vector_file_bytes'] / 2**20:.1f} MiB on disk, ANN file "
+                   f"{store['ann_file_bytes'] / 2**20:.1f} MiB, RAM estimate "
+                   f"{store['ram_estimate_bytes'] / 2**20:.1f} MiB")
     art = data["artefacts"]
     if art["router"]:
         typer.echo(f"  router       : {art['router']['path']}")

@@ -1,6 +1,7 @@
-"""The saved HNSW graph: a cache beside the SQLite truth, trusted only when it checks out.
+"""The saved ANN index (HNSW graph or IVF-PQ): a cache beside the SQLite truth, trusted only
+when it checks out.
 
-``hnsw.faiss`` is written to a temporary file, digested (BLAKE2b-128), and atomically renamed;
+``hnsw.faiss`` (``ivfpq.faiss`` for the IVF-PQ kind) is written to a temporary file, digested (BLAKE2b-128), and atomically renamed;
 its sidecar ``hnsw.json`` then records the digest, the number of store rows the graph covers,
 its node count, HNSW ``M``, the vector dimension, the delete epoch and the graph format. On
 open, any disagreement — a flipped bit (digest), a sidecar from another build (rows, nodes,
@@ -19,8 +20,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-GRAPH_FORMAT = "hnsw-distinct/2"
+GRAPH_FORMAT = "ann-rows/3"  # node ids are vector-file rows (SQLite seq - 1)
 GRAPH_FILE, SIDECAR = "hnsw.faiss", "hnsw.json"
+
+
+def cache_files(stem: str) -> tuple[str, str]:
+    """(index file, sidecar) names of the cache of one ANN kind."""
+    return f"{stem}.faiss", f"{stem}.json"
 
 
 def file_digest(path: Path) -> str:
@@ -32,12 +38,14 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_graph(folder: Path, expect: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+def read_graph(folder: Path, expect: dict[str, Any], stem: str = "hnsw"
+               ) -> tuple[Any, dict[str, Any]] | None:
     """The saved graph and its sidecar when every field in ``expect`` matches and the digest
     is right; None (rebuild) otherwise."""
     import faiss
 
-    meta_path, graph_path = folder / SIDECAR, folder / GRAPH_FILE
+    graph_name, sidecar_name = cache_files(stem)
+    meta_path, graph_path = folder / sidecar_name, folder / graph_name
     if not (meta_path.exists() and graph_path.exists()):
         return None
     try:
@@ -54,15 +62,16 @@ def read_graph(folder: Path, expect: dict[str, Any]) -> tuple[Any, dict[str, Any
     return index, meta
 
 
-def write_graph(folder: Path, index: Any, meta: dict[str, Any]) -> None:
+def write_graph(folder: Path, index: Any, meta: dict[str, Any], stem: str = "hnsw") -> None:
     """Save ``index`` atomically with a sidecar holding ``meta`` plus digest and format."""
     import faiss
 
-    tmp = folder / (GRAPH_FILE + ".tmp")
+    graph_name, sidecar_name = cache_files(stem)
+    tmp = folder / (graph_name + ".tmp")
     faiss.write_index(index, str(tmp))
     digest = file_digest(tmp)
-    os.replace(tmp, folder / GRAPH_FILE)
+    os.replace(tmp, folder / graph_name)
     sidecar = {**meta, "nodes": int(index.ntotal), "dim": int(index.d), "digest": digest,
                "format": GRAPH_FORMAT}
-    (folder / (SIDECAR + ".tmp")).write_text(json.dumps(sidecar))
-    os.replace(folder / (SIDECAR + ".tmp"), folder / SIDECAR)
+    (folder / (sidecar_name + ".tmp")).write_text(json.dumps(sidecar))
+    os.replace(folder / (sidecar_name + ".tmp"), folder / sidecar_name)
