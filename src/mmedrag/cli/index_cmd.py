@@ -56,6 +56,9 @@ def index_command(
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Pixel limit per image, checked before decoding (default 64000000; DICOM: rows x columns x frames)."),
     allow_burned_in: bool = typer.Option(False, "--allow-burned-in", help="Index DICOMs with BurnedInAnnotation=YES (text in the pixels is NOT removed)."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait when another process is writing to the index (default: fail at once)."),
+    embeddings: Path | None = typer.Option(None, "--embeddings", help="Precomputed text embeddings (.npy rows x dim, float32/16, memory-mapped; or .npz with 'embeddings' and 'ids'): nothing is re-encoded; the corpus is read unchunked."),
+    embedding_ids: Path | None = typer.Option(None, "--embedding-ids", help="Row ids of an .npy --embeddings file (.txt one per line, .json list, or .npy)."),
+    embeddings_model: str | None = typer.Option(None, "--embeddings-model", help="Model that made --embeddings; must be the index's text encoder (or a FILE.json sidecar with {\"model\": ...})."),
 ) -> None:
     """Index image–report pairs or text corpora (incremental: re-adding adds nothing).
 
@@ -73,17 +76,31 @@ def index_command(
     exists = (index / "index.json").exists()
     if resume and not exists:
         raise UsageError(f"{index}: nothing to resume (no index.json)")
+    if (embedding_ids or embeddings_model) and embeddings is None:
+        raise UsageError("--embedding-ids and --embeddings-model go with --embeddings FILE")
+    if embeddings is not None and len(manifest) != 1:
+        raise UsageError("--embeddings describes one corpus: give exactly one input")
     idx = Index.open(index, create=True, config=cfg.index if (config or not exists) else None)
     idx.writing(wait)
+    vectors = None
+    if embeddings is not None:
+        from mmedrag.ingest.embeddings import PrecomputedEmbeddings
+
+        signature = idx.meta["text_encoder"]
+        vectors = PrecomputedEmbeddings(embeddings, embedding_ids, embeddings_model,
+                                        expect_model=signature["model"],
+                                        expect_dim=int(signature["dim"]),
+                                        expect_names=(signature["name"],),
+                                        strict_ids=not limit)
     total = IngestSummary()
     for source in manifest:
+        chunk_tokens = 0 if vectors is not None else cfg.index.chunk_tokens
         read = _load_records(source, kind, text_field, domain_field, domain, on_error,
-                             cfg.index.chunk_tokens, cfg.index.chunk_overlap,
-                             tuple(allow_outside))
+                             chunk_tokens, cfg.index.chunk_overlap, tuple(allow_outside))
         records = read.records[:limit] if limit else read.records
         summary = idx.add(records, on_error=on_error, progress=not as_json, source=source.name,
-                          keep_tags=keep,
-                          max_pixels=max_pixels, allow_burned_in=allow_burned_in)
+                          keep_tags=keep, max_pixels=max_pixels,
+                          allow_burned_in=allow_burned_in, text_vectors=vectors)
         summary.skipped += read.skipped
         summary.errors = read.errors + summary.errors
         total.merge(summary)

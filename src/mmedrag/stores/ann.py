@@ -125,7 +125,7 @@ def ivf_search_params(index: Any, nprobe: int, bitmap: np.ndarray | None) -> Any
     params.nprobe = nprobe
     quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
     if hasattr(quantizer, "hnsw"):
-        q_params = faiss.SearchParametersHNSW()
+        q_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         q_params.efSearch = max(64, 2 * nprobe)
         params.quantizer_params = q_params
     if bitmap is not None:

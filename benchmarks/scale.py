@@ -1,0 +1,260 @@
+"""Scale: the embedded store at 1M, 5M and 10M vectors (384-d) per ANN kind, and a fitted
+memory/latency model extrapolated to 24M x 384 and 24M x 768.
+
+Vectors: each is a random convex mix (Dirichlet(1, 1, 1)) of three of the first 4,096 real
+all-MiniLM-L6-v2 MedQuAD chunk embeddings plus Gaussian noise (sigma 0.01 per coordinate),
+normalised -- as the 1M section of retrieval_speed.py -- generated block by block (never held
+whole) and stored as float16 in the store's vector file. Queries: MedQuAD question embeddings;
+the first ``--tune`` choose ``nprobe`` (the smallest reaching recall@10 >= 0.95 on them), the
+next ``--report`` are the reported figures (never used to choose a setting).
+
+Each size/kind runs in two child processes so that peak RSS is measured per phase
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``): ``build`` (insert records + vectors, train,
+fill the ANN index, save) and ``query`` (open read-only as a server does, tune, measure). The
+exact baseline (brute force over the same stored vectors, blockwise) runs inside the query
+child after its ANN figures are taken, so ratios are measured in one process. Recall@10 is
+tie-aware: a returned item counts when its exact score reaches the exact 10th score.
+
+Usage:
+    python benchmarks/scale.py                                   # 1M, 5M, 10M with ivfpq
+    python benchmarks/scale.py --sizes 1000000 --kinds hnsw ivfpq --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__":
+    for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+K = 10
+BLOCK = 100_000
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _bases(cache: Path, data: Path) -> tuple[np.ndarray, np.ndarray]:
+    from _medquad_embed import embed_cached, load_chunks, load_questions
+
+    qa = data / "medquad" / "qa.jsonl"
+    _, texts = load_chunks(qa)
+    chunks = embed_cached(texts, cache, f"medquad-chunks-{len(texts)}")
+    questions = embed_cached(load_questions(qa, 1000), cache, "medquad-questions-1000")
+    return chunks[:4096], questions
+
+
+def synthetic_block(bases: np.ndarray, start: int, m: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng([seed, start])
+    weights = rng.dirichlet((1.0, 1.0, 1.0), size=m).astype(np.float32)
+    block = sum(weights[:, j:j + 1] * bases[rng.integers(0, len(bases), m)] for j in range(3))
+    block += 0.01 * rng.standard_normal(block.shape, dtype=np.float32)
+    return (block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _store(folder: Path, kind: str, read_only: bool = False) -> Any:
+    from mmedrag.stores.embedded import EmbeddedStore
+
+    options: dict[str, Any] = {"kind": kind, "vector_dtype": "float16", "read_only": read_only}
+    if kind == "hnsw":
+        options.update(ef_construction=40)  # as retrieval_speed.py's 1M run: bounded build
+    return EmbeddedStore(folder, dim=384, **options)
+
+
+def child_build(args: argparse.Namespace) -> dict[str, Any]:
+    from mmedrag.records import Record
+
+    bases, _ = _bases(args.cache, args.data)
+    folder = Path(args.folder)
+    started = time.perf_counter()
+    store = _store(folder, args.kind)
+    for start in range(0, args.size, BLOCK):
+        m = min(BLOCK, args.size - start)
+        records = [Record(id=f"s{i:08d}", text="", domain="abc"[i % 3])
+                   for i in range(start, start + m)]
+        store.add(records, synthetic_block(bases, start, m))
+        print(f"  added {start + m:,}/{args.size:,} ({time.perf_counter() - started:.0f}s)",
+              file=sys.stderr, flush=True)
+    added = time.perf_counter() - started
+    store.build_ann()
+    total = time.perf_counter() - started
+    info = store.describe()
+    store.close()
+    disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return {"insert_s": added, "ann_s": total - added, "build_s": total,
+            "peak_rss_build_mb": _peak_mb(), "disk_bytes": disk, "describe": info}
+
+
+def _recall(hits: list[list[Any]], tenth: np.ndarray) -> float:
+    found = sum(sum(1 for h in row[:K] if h.score >= bar - 1e-4) for row, bar in zip(hits, tenth))
+    return found / (K * len(tenth))
+
+
+def child_query(args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
+    _, questions = _bases(args.cache, args.data)
+    tenth = np.load(args.tenth)
+    tune_q, report_q = questions[:args.tune], questions[args.tune:args.tune + args.report]
+    tune_t, report_t = tenth[:args.tune], tenth[args.tune:args.tune + args.report]
+    started = time.perf_counter()
+    store = _store(Path(args.folder), args.kind, read_only=True)
+    store.search(report_q[:1], k=K)  # loads the saved ANN index
+    open_s = time.perf_counter() - started
+    sweep = []
+    knob = "nprobe" if store.active_kind() == "ivfpq" else "ef_search"
+    chosen = None
+    for value in ([8, 16, 32, 64, 128] if knob == "nprobe" else [32, 64, 128, 256]):
+        if knob == "nprobe":
+            store.params = dataclasses.replace(store.params, nprobe=value)
+        else:
+            store.ef_search = value
+        recall = _recall(store.search(tune_q, k=K), tune_t)
+        sweep.append({knob: value, "tune_recall": recall})
+        if recall >= 0.95:
+            chosen = value
+            break
+    chosen = chosen or sweep[-1][knob]
+    latencies, hits = [], []
+    for q in report_q:
+        t0 = time.perf_counter()
+        hits.append(store.search(q[None], k=K)[0])
+        latencies.append((time.perf_counter() - t0) * 1000)
+    peak = _peak_mb()
+    exact_ms = []
+    for q in report_q[:args.exact_queries]:
+        t0 = time.perf_counter()
+        store.search(q[None], k=K, exact=True)
+        exact_ms.append((time.perf_counter() - t0) * 1000)
+    store.close()
+    p50 = float(np.percentile(latencies, 50))
+    return {"kind": store.active_kind(), knob: chosen, "sweep": sweep, "open_s": open_s,
+            "p50_ms": p50, "p99_ms": float(np.percentile(latencies, 99)),
+            "recall@10": _recall(hits, report_t), "peak_rss_query_mb": peak,
+            "exact_p50_ms": float(np.median(exact_ms)),
+            "speedup_vs_exact": float(np.median(exact_ms)) / p50}
+
+
+def exact_tenth(folder: Path, rows: int, queries: np.ndarray) -> np.ndarray:
+    """Exact 10th-best score per query over the stored (float16) vectors, blockwise."""
+    from mmedrag.stores.vector_file import VectorFile
+
+    vf = VectorFile(folder, 384, "float16", read_only=True)
+    best = np.full((len(queries), K), -np.inf, dtype=np.float32)
+    for _, block in vf.blocks(rows, block=131_072):
+        scores = queries @ block.T
+        merged = np.concatenate([best, scores], axis=1)
+        best = -np.partition(-merged, K - 1, axis=1)[:, :K]
+    return best.min(axis=1)
+
+
+def _child(mode: str, args: argparse.Namespace, folder: Path, kind: str, size: int,
+           extra: list[str]) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", mode, "--folder", str(folder), "--kind", kind,
+               "--size", str(size), "--cache", str(args.cache), "--data", str(args.data),
+               "--tune", str(args.tune), "--report", str(args.report),
+               "--exact-queries", str(args.exact_queries), *extra]
+    out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Least-squares models over the ivfpq runs: RSS = a + b*N; p50 = c + d*sqrt(N)."""
+    runs = [r for r in rows if r["kind"] == "ivfpq"]
+    if len(runs) < 2:
+        return {}
+    n = np.array([r["size"] for r in runs], dtype=float)
+    out: dict[str, Any] = {"model": "RSS = a + b*N (MB); p50 = c + d*sqrt(N) (ms); fitted on "
+                                    f"{', '.join(f'{int(x):,}' for x in n)} vectors"}
+    for key in ("peak_rss_query_mb", "peak_rss_build_mb", "p50_ms", "disk_bytes"):
+        y = np.array([r[key] for r in runs], dtype=float)
+        x = np.sqrt(n) if key == "p50_ms" else n
+        b, a = np.polyfit(x, y, 1)
+        for target, dim in ((24_000_000, 384), (24_000_000, 768)):
+            xt = np.sqrt(target) if key == "p50_ms" else target
+            value = a + b * xt
+            if dim == 768:  # per-vector parts double (PQ codes dim/8, float16 rows, scans)
+                value = a + 2 * b * xt
+            out[f"{key}@{target // 1_000_000}Mx{dim}"] = round(float(value), 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument("--cache", type=Path, default=HERE / ".cache")
+    parser.add_argument("--work", type=Path, default=HERE / ".cache" / "scale")
+    parser.add_argument("--sizes", type=int, nargs="+",
+                        default=[1_000_000, 5_000_000, 10_000_000])
+    parser.add_argument("--kinds", nargs="+", default=["ivfpq"])
+    parser.add_argument("--tune", type=int, default=300)
+    parser.add_argument("--report", type=int, default=200)
+    parser.add_argument("--exact-queries", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the built indexes")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--child", choices=["build", "query"])
+    parser.add_argument("--folder")
+    parser.add_argument("--kind", default="ivfpq")
+    parser.add_argument("--size", type=int, default=0)
+    parser.add_argument("--tenth")
+    args = parser.parse_args()
+    if args.child:
+        result = child_build(args) if args.child == "build" else child_query(args)
+        print(json.dumps(result))
+        return
+    _, questions = _bases(args.cache, args.data)
+    queries = questions[:args.tune + args.report]
+    rows: list[dict[str, Any]] = []
+    header = (f"{'vectors':>11} {'kind':<6} {'build s':>8} {'build RSS':>10} {'query RSS':>10} "
+              f"{'disk GB':>8} {'p50 ms':>7} {'p99 ms':>7} {'recall@10':>9} {'exact p50':>10} "
+              f"{'speedup':>8}  setting")
+    for size in args.sizes:
+        for kind in args.kinds:
+            folder = args.work / f"{kind}-{size}"
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"# {kind} {size:,}: building", flush=True)
+            built = _child("build", args, folder, kind, size, [])
+            tenth = exact_tenth(folder, size, queries)
+            np.save(args.work / "tenth.npy", tenth)
+            print(f"# {kind} {size:,}: querying", flush=True)
+            queried = _child("query", args, folder, kind, size,
+                             ["--tenth", str(args.work / "tenth.npy")])
+            row = {"size": size, **built, **queried}
+            rows.append(row)
+            setting = {k: queried[k] for k in ("nprobe", "ef_search") if k in queried}
+            print(header)
+            print(f"{size:>11,} {queried['kind']:<6} {built['build_s']:>8.0f} "
+                  f"{built['peak_rss_build_mb']:>8.0f}MB {queried['peak_rss_query_mb']:>8.0f}MB "
+                  f"{built['disk_bytes'] / 1e9:>8.2f} {queried['p50_ms']:>7.2f} "
+                  f"{queried['p99_ms']:>7.2f} {queried['recall@10']:>9.4f} "
+                  f"{queried['exact_p50_ms']:>8.0f}ms {queried['speedup_vs_exact']:>7.0f}x  "
+                  f"{setting}", flush=True)
+            if not args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
+            if args.json:
+                args.json.write_text(json.dumps({"runs": rows, "model": fit(rows)}, indent=2))
+    model = fit(rows)
+    print("\n# fitted model (extrapolated, not measured):")
+    for key, value in model.items():
+        print(f"  {key}: {value}")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": rows, "model": model}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
