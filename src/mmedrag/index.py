@@ -42,7 +42,7 @@ from mmedrag.ingest.reader import IngestSummary
 from mmedrag.records import Document, Hit, Record
 from mmedrag.registry import REGISTRY
 from mmedrag.stores.bm25 import BM25Index
-from mmedrag.stores.lock import WriterBusy, WriterLock
+from mmedrag.stores.lock import WriterLock
 
 FORMAT_VERSION = 1
 
@@ -222,34 +222,35 @@ class Index(IngestMixin):
 
     # -- writing (add: IngestMixin) ----------------------------------------------------------
     def finalize(self) -> None:
-        """Rebuild BM25 when stale, catch the ANN graphs up, and refresh index.json."""
+        """Rebuild BM25 when stale, catch the ANN indexes up, and refresh index.json (the
+        writer's explicit end of an ingest or deletion; readers never rebuild)."""
         if self.meta.get("bm25", True):
-            self._sync_bm25()
+            self.rebuild_bm25(only_if_stale=True)
         for store in (self.text_store, self.image_store):
             if store is not None and hasattr(store, "build_ann"):
                 store.build_ann()
         self.save_meta()
 
-    def _sync_bm25(self) -> BM25Index:
-        if self._bm25 is None:
-            self._bm25 = BM25Index(self.dir / "bm25")
-        if not self.read_only and self._bm25.built_for != self.text_store.count():
-            borrowed = not self.lock.held
-            try:
-                self.lock.acquire()  # a stale BM25 is rebuilt only by the one writer
-            except WriterBusy:
-                return self._bm25  # another process is writing: it will save a fresh one
-            try:
-                ids, texts = [], []
-                for record in self.text_store.iter_records():
-                    ids.append(record.id)
-                    texts.append(f"{record.title}\n{record.text}" if record.title
-                                 else record.text)
-                self._bm25.build(ids, texts)
-            finally:
-                if borrowed:
-                    self.lock.release()
-        return self._bm25
+    def rebuild_bm25(self, only_if_stale: bool = False) -> BM25Index:
+        """Rebuild BM25 from the records (the writer lock is taken: one writer)."""
+        current = self._bm25 or BM25Index(self.dir / "bm25")
+        if only_if_stale and current.built_for == self.text_store.count():
+            self._bm25 = current
+            return current
+        self.writing()
+        ids, texts = [], []
+        for record in self.text_store.iter_records(batch=5000):
+            ids.append(record.id)
+            texts.append(f"{record.title}\n{record.text}" if record.title else record.text)
+        current.build(ids, texts)
+        self._bm25 = current
+        return current
+
+    def bm25_status(self) -> dict[str, Any]:
+        """How many records the saved BM25 covers (stale when fewer than the index holds)."""
+        built = self.bm25.built_for
+        count = self.text_store.count()
+        return {"built_for": built, "records": count, "stale": built != count}
 
     def delete(self, ids: list[str]) -> int:
         self.writing()
@@ -266,7 +267,10 @@ class Index(IngestMixin):
     # -- reading ---------------------------------------------------------------------------
     @property
     def bm25(self) -> BM25Index:
-        return self._sync_bm25()
+        """The saved BM25, memory-mapped (never rebuilt here: see ``finalize``)."""
+        if self._bm25 is None:
+            self._bm25 = BM25Index(self.dir / "bm25")
+        return self._bm25
 
     def count(self, filters: dict[str, Any] | None = None) -> int:
         return self.text_store.count(filters)
@@ -317,6 +321,8 @@ class Index(IngestMixin):
         data["domains"] = self.domain_counts()
         data["artefacts"] = self.artefacts.model_dump(mode="json")
         data["stores"] = self.store_info()
+        if self.meta.get("bm25", True):
+            data["bm25"] = self.bm25_status()
         data["path"] = str(self.dir)
         return data
 

@@ -112,3 +112,47 @@ def _tokens(index: BM25Index, texts: list[str]) -> list[list[str]]:
 
     return bm25s.tokenize(texts, stopwords="en", stemmer=index._stemmer,  # noqa: SLF001
                           return_ids=False, show_progress=False)
+
+
+def test_reopened_index_is_memory_mapped_and_reads_old_json_ids(tmp_path: Path) -> None:
+    import numpy as np
+
+    bm = BM25Index(tmp_path / "bm")
+    bm.build(list(DOCS), list(DOCS.values()))
+    again = BM25Index(tmp_path / "bm")
+    assert isinstance(again._ids, np.memmap)  # ids are mapped, not loaded into a list
+    assert again._model is not None and isinstance(again._model.scores["data"], np.memmap)
+    assert {i for i, _ in again.search("pleural effusion", k=2)} == {"effusion", "mixed"}
+    # an index saved before ids.npy kept its ids inside bm25.json: still readable
+    meta = json.loads((tmp_path / "bm" / "bm25.json").read_text())
+    meta["ids"] = list(DOCS)
+    (tmp_path / "bm" / "bm25.json").write_text(json.dumps(meta))
+    assert BM25Index(tmp_path / "bm").search("fracture", k=1)[0][0] == "fracture"
+
+
+def test_readers_never_rebuild_bm25_the_writer_does_at_finalize(tmp_path: Path) -> None:
+    import numpy as np
+
+    from mmedrag.config import Component, IndexConfig
+    from mmedrag.index import Index
+    from mmedrag.records import Document
+
+    config = IndexConfig(text_encoder=Component(name="hashing"), image_encoder=None)
+    index = Index.open(tmp_path / "idx", create=True, config=config)
+    index.add([Document.create(text, title=key) for key, text in DOCS.items()])
+    stamp = BM25Index.stamp_of(tmp_path / "idx" / "bm25")
+    # rows committed without the end-of-ingest step (as a killed writer leaves them)
+    late = [Document.create("Acute appendicitis with periappendiceal fat stranding.")]
+    index.text_store.add(late, index.text_encoder.encode_texts([late[0].text]))
+    index.close()
+    reader = Index.open(tmp_path / "idx", read_only=True)
+    assert reader.bm25_status() == {"built_for": 5, "records": 6, "stale": True}
+    assert reader.bm25.search("appendicitis", k=1) == []
+    assert BM25Index.stamp_of(tmp_path / "idx" / "bm25") == stamp  # nothing rebuilt
+    assert reader.info()["bm25"]["stale"]
+    writer = Index.open(tmp_path / "idx")
+    writer.finalize()
+    assert writer.bm25_status()["stale"] is False
+    assert writer.bm25.search("appendicitis", k=1)[0][0] == late[0].id
+    assert isinstance(np.asarray(writer.bm25._ids), np.ndarray)
+    writer.close()

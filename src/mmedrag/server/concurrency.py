@@ -62,7 +62,7 @@ def guard_index(index: Any) -> Any:
         if encoder is not None and not isinstance(encoder, Locked):
             setattr(index, attribute, Locked(encoder, threading.RLock()))
     if index.meta.get("bm25", True) and index.count() > 0:
-        bm25 = index.bm25  # loads (and, if stale, rebuilds) before any request
+        bm25 = index.bm25  # loads (memory-mapped; a reader never rebuilds) before any request
         index._bm25 = Locked(bm25, threading.RLock())
     return index
 
