@@ -9,7 +9,7 @@ The ANN index is a derived cache saved atomically beside the database with the r
 on open, rows added after it are appended, and an index older than a deletion is rebuilt (the
 IVF-PQ kind removes deleted rows in place and is saved again).
 
-Memory: vectors are never loaded whole. Per row the store keeps one alive flag and one int16
+Memory: vectors are never loaded whole. Per row the store keeps one alive flag and one int32
 domain code in RAM; record ids, texts and metadata stay in SQLite and are read for the hits.
 Metadata filter columns are read on first use (one SQLite pass) and kept up to date.
 
@@ -665,39 +665,38 @@ class EmbeddedStore:
             self._loaded = True
 
     def _load_rows(self, after_seq: int) -> None:
-        """Read the alive flags, domains and loaded metadata columns of rows after
-        ``after_seq`` (ids and texts stay in SQLite)."""
+        """Read the alive flags and domains of rows after ``after_seq`` (ids and texts stay in
+        SQLite), chunk by chunk so that 10M rows never exist as Python objects at once."""
         cursor = self._db.execute("SELECT seq, domain FROM records WHERE seq > ? ORDER BY seq",
                                   (after_seq,))
-        seqs: list[int] = []
-        domains: list[str] = []
+        top = 0
         while True:
             chunk = cursor.fetchmany(100_000)
             if not chunk:
                 break
-            for seq, domain in chunk:
-                seqs.append(seq)
-                domains.append(domain)
-        if not seqs:
+            rows = np.fromiter((seq for seq, _ in chunk), dtype=np.int64, count=len(chunk)) - 1
+            top = int(rows[-1]) + 1
+            if len(self._alive) < top:
+                self._grow(top)
+            self._alive[rows] = True
+            self._alive_count += len(rows)
+            self._domain.put(rows, [domain for _, domain in chunk], len(self._alive))
+        if not top:
             return
-        top = seqs[-1]
         self._file.check(top)
-        rows = np.asarray(seqs, dtype=np.int64) - 1
-        if len(self._alive) < top:
-            grown = np.zeros(max(top, 2 * len(self._alive)), dtype=bool)
-            grown[:len(self._alive)] = self._alive
-            self._alive = grown
-            if hasattr(self, "_rep_of"):
-                rep = np.full(len(grown), -1, dtype=np.int64)
-                rep[:len(self._rep_of)] = self._rep_of
-                self._rep_of = rep
-        self._alive[rows] = True
-        self._alive_count += len(rows)
-        self._domain.put(rows, domains, len(self._alive))
-        for key in list(self._meta_columns):
-            del self._meta_columns[key]  # re-read on next use (one pass, rare after ingest)
+        self._meta_columns.clear()  # re-read on next use (one pass, rare after an ingest)
         self._rows = top
         self._max_seq = top
+
+    def _grow(self, rows: int) -> None:
+        size = max(rows, 2 * len(self._alive))
+        grown = np.zeros(size, dtype=bool)
+        grown[:len(self._alive)] = self._alive
+        self._alive = grown
+        if hasattr(self, "_rep_of"):
+            rep = np.full(size, -1, dtype=np.int64)
+            rep[:len(self._rep_of)] = self._rep_of
+            self._rep_of = rep
 
     def close(self) -> None:
         """Save a grown ANN index and close the database (closing twice is harmless)."""

@@ -109,8 +109,24 @@ class VectorFile:
         index = np.asarray(rows, dtype=np.int64)
         if not len(index):
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(index) > 4096:  # many rows (a training sample): pread, nothing stays mapped
+            return self._gather(index)
         mapped = self.view(int(index.max()) + 1)
         return np.asarray(mapped[index], dtype=np.float32)
+
+    def _gather(self, index: np.ndarray) -> np.ndarray:
+        out = np.empty((len(index), self.dim), dtype=self.np_dtype)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for i, row in enumerate(index.tolist()):
+                data = os.pread(fd, self.row_bytes, row * self.row_bytes)
+                if len(data) != self.row_bytes:
+                    raise StoreDamaged(f"{self.path}: row {row} is past the end",
+                                       path=str(self.path))
+                out[i] = np.frombuffer(data, dtype=self.np_dtype)
+        finally:
+            os.close(fd)
+        return out.astype(np.float32, copy=False)
 
     def blocks(self, stop: int, block: int = 65536, start: int = 0
                ) -> Iterator[tuple[int, np.ndarray]]:
