@@ -168,6 +168,12 @@ class Index(IngestMixin):
         store_cfg = self.meta.get("store") or {"name": "embedded", "options": {}}
         cls = REGISTRY.get("store", store_cfg["name"])
         options = dict(store_cfg.get("options", {}))
+        accepted = set(inspect.signature(cls).parameters) - {"self", "path", "dim", "read_only",
+                                                              "must_exist"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise UsageError(f"store option {unknown[0]!r} is not an option of the "
+                             f"{store_cfg['name']} store (options: {', '.join(sorted(accepted))})")
         if "read_only" in inspect.signature(cls).parameters:
             options.update(read_only=self.read_only, must_exist=existing)
         return cls(self.dir / name, dim=dim, **options)
