@@ -45,7 +45,7 @@ class AnnParams:
     nprobe: int = 32
     rerank: int = 200
     ivf_above: int = 1_000_000
-    train_sample: int = 0  # 0: 64 per list
+    train_sample: int = 0  # 0: 40 per list
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,11 +110,12 @@ def new_ivfpq(dim: int, rows: int, params: AnnParams) -> Any:
     import faiss
 
     lists, m = ivf_lists(rows, params), pq_bytes(dim, params)
-    return faiss.index_factory(dim, f"IVF{lists}_HNSW32,PQ{m}x8", faiss.METRIC_INNER_PRODUCT)
+    return faiss.index_factory(dim, f"IVF{lists}_HNSW32,PQ{m}x8np", faiss.METRIC_INNER_PRODUCT)
 
 
 def train_size(rows: int, lists: int, params: AnnParams) -> int:
-    return min(rows, params.train_sample or 64 * lists)
+    # faiss wants >= 39 points per IVF list and per PQ centroid (256)
+    return min(rows, params.train_sample or max(40 * lists, 40 * 256))
 
 
 def ivf_search_params(index: Any, nprobe: int, bitmap: np.ndarray | None) -> Any:
