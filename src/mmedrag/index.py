@@ -282,6 +282,9 @@ class Index(IngestMixin):
         return self.text_store.count(filters)
 
     def domain_counts(self) -> dict[str, int]:
+        fast = getattr(self.text_store, "domain_counts", None)
+        if fast is not None:  # one SQL GROUP BY, not a pass over every record
+            return dict(sorted(fast().items()))
         counts: dict[str, int] = {}
         for record in self.text_store.iter_records(batch=5000):
             counts[record.domain] = counts.get(record.domain, 0) + 1

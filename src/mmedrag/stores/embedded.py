@@ -273,10 +273,18 @@ class EmbeddedStore:
     # -- reads -----------------------------------------------------------------------------
     def count(self, filters: dict[str, Any] | None = None) -> int:
         with self._lock:
+            if not filters and self._loaded:
+                return self._alive_count  # what search sees (refresh() brings in new rows)
             if not filters:
                 return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
             self._ensure_loaded()
             return int(self._mask(filters).sum())
+
+    def domain_counts(self) -> dict[str, int]:
+        """Records per domain."""
+        with self._lock:
+            return {domain: int(n) for domain, n in self._db.execute(
+                "SELECT domain, COUNT(*) FROM records GROUP BY domain")}
 
     def get(self, ids: list[str]) -> list[Record]:
         """Records for ``ids`` in the given order; unknown ids are left out."""
