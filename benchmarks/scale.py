@@ -9,7 +9,7 @@ the first ``--tune`` choose ``nprobe`` (the smallest reaching recall@10 >= 0.95 
 next ``--report`` are the reported figures (never used to choose a setting).
 
 Each size/kind runs in two child processes so that peak RSS is measured per phase
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``): ``build`` (insert records + vectors, train,
+(``VmHWM`` of ``/proc/self/status``): ``build`` (insert records + vectors, train,
 fill the ANN index, save) and ``query`` (open read-only as a server does, tune, measure). The
 exact baseline (brute force over the same stored vectors, blockwise) runs inside the query
 child after its ANN figures are taken, so ratios are measured in one process. Recall@10 is
@@ -43,9 +43,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 K = 10
 BLOCK = 100_000
+# (nprobe, rerank) in rising cost
+IVF_SWEEP = [(16, 200), (32, 200), (32, 500), (64, 500), (64, 1000), (128, 1000), (128, 2000),
+             (256, 2000), (256, 4000), (512, 4000)]
 
 
 def _peak_mb() -> float:
+    """Peak resident set of this process (VmHWM). Not ru_maxrss: after fork + exec that keeps
+    the forking parent's resident size, which is not this child's memory."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -67,10 +76,11 @@ def synthetic_block(bases: np.ndarray, start: int, m: int, seed: int = 0) -> np.
     return (block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _store(folder: Path, kind: str, read_only: bool = False) -> Any:
+def _store(folder: Path, kind: str, read_only: bool = False, pq_m: int = 0) -> Any:
     from mmedrag.stores.embedded import EmbeddedStore
 
-    options: dict[str, Any] = {"kind": kind, "vector_dtype": "float16", "read_only": read_only}
+    options: dict[str, Any] = {"kind": kind, "vector_dtype": "float16", "read_only": read_only,
+                               "pq_m": pq_m}
     if kind == "hnsw":
         options.update(ef_construction=40)  # as retrieval_speed.py's 1M run: bounded build
     return EmbeddedStore(folder, dim=384, **options)
@@ -82,7 +92,7 @@ def child_build(args: argparse.Namespace) -> dict[str, Any]:
     bases, _ = _bases(args.cache, args.data)
     folder = Path(args.folder)
     started = time.perf_counter()
-    store = _store(folder, args.kind)
+    store = _store(folder, args.kind, pq_m=args.pq_m)
     for start in range(0, args.size, BLOCK):
         m = min(BLOCK, args.size - start)
         records = [Record(id=f"s{i:08d}", text="", domain="abc"[i % 3])
@@ -113,23 +123,27 @@ def child_query(args: argparse.Namespace) -> dict[str, Any]:
     tune_q, report_q = questions[:args.tune], questions[args.tune:args.tune + args.report]
     tune_t, report_t = tenth[:args.tune], tenth[args.tune:args.tune + args.report]
     started = time.perf_counter()
-    store = _store(Path(args.folder), args.kind, read_only=True)
+    store = _store(Path(args.folder), args.kind, read_only=True, pq_m=args.pq_m)
     store.search(report_q[:1], k=K)  # loads the saved ANN index
     open_s = time.perf_counter() - started
     sweep = []
-    knob = "nprobe" if store.active_kind() == "ivfpq" else "ef_search"
-    chosen = None
-    for value in ([8, 16, 32, 64, 128] if knob == "nprobe" else [32, 64, 128, 256]):
-        if knob == "nprobe":
-            store.params = dataclasses.replace(store.params, nprobe=value)
+    knob = "nprobe/rerank" if store.active_kind() == "ivfpq" else "ef_search"
+    chosen: Any = None
+    settings: list[Any] = (IVF_SWEEP if knob == "nprobe/rerank" else [32, 64, 128, 256])
+    for value in settings:  # cheapest first; the first reaching 0.95 on the tuning queries
+        if knob == "nprobe/rerank":
+            store.params = dataclasses.replace(store.params, nprobe=value[0], rerank=value[1])
         else:
             store.ef_search = value
+        t0 = time.perf_counter()
         recall = _recall(store.search(tune_q, k=K), tune_t)
-        sweep.append({knob: value, "tune_recall": recall})
+        sweep.append({knob: value, "tune_recall": recall,
+                      "tune_ms_per_query": (time.perf_counter() - t0) * 1000 / len(tune_q)})
+        print(f"  tuning {knob}={value}: recall@10 {recall:.4f}", file=sys.stderr, flush=True)
         if recall >= 0.95:
             chosen = value
             break
-    chosen = chosen or sweep[-1][knob]
+    chosen = chosen if chosen is not None else sweep[-1][knob]
     latencies, hits = [], []
     for q in report_q:
         t0 = time.perf_counter()
@@ -168,7 +182,7 @@ def _child(mode: str, args: argparse.Namespace, folder: Path, kind: str, size: i
     command = [sys.executable, __file__, "--child", mode, "--folder", str(folder), "--kind", kind,
                "--size", str(size), "--cache", str(args.cache), "--data", str(args.data),
                "--tune", str(args.tune), "--report", str(args.report),
-               "--exact-queries", str(args.exact_queries), *extra]
+               "--exact-queries", str(args.exact_queries), "--pq-m", str(args.pq_m), *extra]
     out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -206,6 +220,8 @@ def main() -> None:
     parser.add_argument("--report", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the built indexes")
+    parser.add_argument("--pq-m", type=int, default=0, help="PQ bytes per vector (0: dim/8)")
+    parser.add_argument("--reuse", action="store_true", help="query a kept index, no rebuild")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", choices=["build", "query"])
     parser.add_argument("--folder")
@@ -225,10 +241,14 @@ def main() -> None:
               f"{'speedup':>8}  setting")
     for size in args.sizes:
         for kind in args.kinds:
-            folder = args.work / f"{kind}-{size}"
-            shutil.rmtree(folder, ignore_errors=True)
-            print(f"# {kind} {size:,}: building", flush=True)
-            built = _child("build", args, folder, kind, size, [])
+            folder = args.work / f"{kind}-{size}-pq{args.pq_m}"
+            if args.reuse and (folder / "built.json").exists():
+                built = json.loads((folder / "built.json").read_text())
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+                print(f"# {kind} {size:,}: building", flush=True)
+                built = _child("build", args, folder, kind, size, [])
+                (folder / "built.json").write_text(json.dumps(built))
             tenth = exact_tenth(folder, size, queries)
             np.save(args.work / "tenth.npy", tenth)
             print(f"# {kind} {size:,}: querying", flush=True)
@@ -236,7 +256,7 @@ def main() -> None:
                              ["--tenth", str(args.work / "tenth.npy")])
             row = {"size": size, **built, **queried}
             rows.append(row)
-            setting = {k: queried[k] for k in ("nprobe", "ef_search") if k in queried}
+            setting = {k: queried[k] for k in ("nprobe/rerank", "ef_search") if k in queried}
             print(header)
             print(f"{size:>11,} {queried['kind']:<6} {built['build_s']:>8.0f} "
                   f"{built['peak_rss_build_mb']:>8.0f}MB {queried['peak_rss_query_mb']:>8.0f}MB "

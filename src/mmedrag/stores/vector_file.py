@@ -7,8 +7,8 @@ record committed is whole on disk, and rows past the last committed ``seq`` (a b
 mid-write) are garbage that the next batch overwrites. Deleted records leave their rows in the
 file (dead rows are never read: the record store says which rows are alive).
 
-Nothing here loads the array whole: queries read single rows through the memory map, and
-passes over all rows (building an ANN index, brute force at scale) read blocks with ``pread``
+Nothing here loads the array whole: queries read single rows with ``pread``, exact search maps
+the file, and passes over all rows (building an ANN index, brute force at scale) read blocks with ``pread``
 into private buffers, so the resident memory of a 10M-row scan is one block.
 
 Example:
@@ -105,14 +105,13 @@ class VectorFile:
         return self._map[:rows]
 
     def rows(self, rows: list[int] | np.ndarray) -> np.ndarray:
-        """The given rows as float32 (random access through the memory map)."""
+        """The given rows as float32 (random access with ``pread``)."""
         index = np.asarray(rows, dtype=np.int64)
         if not len(index):
             return np.zeros((0, self.dim), dtype=np.float32)
-        if len(index) > 4096:  # many rows (a training sample): pread, nothing stays mapped
-            return self._gather(index)
-        mapped = self.view(int(index.max()) + 1)
-        return np.asarray(mapped[index], dtype=np.float32)
+        # pread, not the memory map: rows read for re-ranking stay in the page cache (shared,
+        # evictable) instead of becoming resident pages of the process
+        return self._gather(index)
 
     def _gather(self, index: np.ndarray) -> np.ndarray:
         out = np.empty((len(index), self.dim), dtype=self.np_dtype)
