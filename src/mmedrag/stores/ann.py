@@ -41,7 +41,8 @@ class AnnParams:
     ef_construction: int = 200
     ef_search: int = 128
     lists: int = 0  # IVF lists; 0: the power of two nearest sqrt(rows), at least 64
-    pq_m: int = 0  # PQ bytes per vector; 0: dim / 8
+    pq_m: int = 0  # PQ codes per vector; 0: dim / 8
+    pq_bits: int = 8  # bits per PQ code (8: one byte)
     nprobe: int = 32
     rerank: int = 200
     ivf_above: int = 1_000_000
@@ -61,12 +62,13 @@ def resolve_kind(kind: str, rows: int, params: AnnParams) -> str:
     """The kind an index of ``rows`` vectors uses."""
     if kind == "auto":
         kind = "ivfpq" if rows >= params.ivf_above else "hnsw"
-    if kind == "ivfpq" and rows < max(1024, ivf_lists(rows, params)):
+    if kind == "ivfpq" and rows < 4 * max(ivf_lists(rows, params), 2 ** params.pq_bits):
         return "flat"  # too few rows to train the quantizers: exact search is cheap anyway
     return kind
 
 
 def ivf_lists(rows: int, params: AnnParams) -> int:
+    """IVF lists: ``params.lists``, or the power of two nearest sqrt(rows) (at least 64)."""
     if params.lists:
         return int(params.lists)
     return max(64, 2 ** round(math.log2(max(math.sqrt(max(rows, 1)), 1))))
@@ -83,13 +85,14 @@ def memory_estimate(kind: str, rows: int, dim: int, params: AnnParams,
                     vector_dtype: str = "float32") -> dict[str, Any]:
     """Resident bytes of the ANN structure and the store's per-row arrays, and the vector
     file's bytes on disk (a model: measured figures are in benchmarks/scale.py)."""
-    per_row_arrays = rows * 3  # alive flag + domain code (int16)
+    per_row_arrays = rows * 5  # alive flag + domain code (int32)
     if kind == "hnsw":
         ann = rows * (4 * dim + 8 * params.m * 1.05 + 8)  # vectors, level-0 links, id map
     elif kind == "ivfpq":
         lists = ivf_lists(rows, params)
-        ann = rows * (pq_bytes(dim, params) + 8) + lists * (4 * dim + 8 * 32) \
-            + pq_bytes(dim, params) * 256 * (dim // pq_bytes(dim, params)) * 4
+        m = pq_bytes(dim, params)
+        ann = rows * (math.ceil(m * params.pq_bits / 8) + 8) + lists * (4 * dim + 8 * 32) \
+            + m * 2 ** params.pq_bits * (dim // m) * 4
     else:
         ann = 0
     itemsize = 2 if vector_dtype == "float16" else 4
@@ -110,12 +113,14 @@ def new_ivfpq(dim: int, rows: int, params: AnnParams) -> Any:
     import faiss
 
     lists, m = ivf_lists(rows, params), pq_bytes(dim, params)
-    return faiss.index_factory(dim, f"IVF{lists}_HNSW32,PQ{m}x8np", faiss.METRIC_INNER_PRODUCT)
+    quantizer = f"IVF{lists}_HNSW32" if lists >= 256 else f"IVF{lists}"
+    return faiss.index_factory(dim, f"{quantizer},PQ{m}x{params.pq_bits}np",
+                               faiss.METRIC_INNER_PRODUCT)
 
 
 def train_size(rows: int, lists: int, params: AnnParams) -> int:
     # faiss wants >= 39 points per IVF list and per PQ centroid (256)
-    return min(rows, params.train_sample or max(40 * lists, 40 * 256))
+    return min(rows, params.train_sample or max(40 * lists, 40 * 2 ** params.pq_bits))
 
 
 def ivf_search_params(index: Any, nprobe: int, bitmap: np.ndarray | None) -> Any:

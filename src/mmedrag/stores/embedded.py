@@ -103,7 +103,7 @@ class EmbeddedStore:
                  read_only: bool = False, must_exist: bool = False, kind: str = "auto",
                  vector_dtype: str = "float32", lists: int = 0, pq_m: int = 0,
                  nprobe: int = 32, rerank: int = 200, ivf_above: int = 1_000_000,
-                 train_sample: int = 0) -> None:
+                 train_sample: int = 0, pq_bits: int = 8) -> None:
         self.path = Path(path)
         self.read_only = read_only
         db = self.path / "store.sqlite"
@@ -114,8 +114,8 @@ class EmbeddedStore:
         self.dim = int(dim)
         self.kind = ann_kinds.check_kind(kind)
         self.params = AnnParams(m=m, ef_construction=ef_construction, ef_search=ef_search,
-                                lists=lists, pq_m=pq_m, nprobe=nprobe, rerank=rerank,
-                                ivf_above=ivf_above, train_sample=train_sample)
+                                lists=lists, pq_m=pq_m, pq_bits=pq_bits, nprobe=nprobe,
+                                rerank=rerank, ivf_above=ivf_above, train_sample=train_sample)
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
         self.exact_below = exact_below
         self.name = name
@@ -530,7 +530,8 @@ class EmbeddedStore:
         else:
             expect.update(lists=ann_kinds.ivf_lists(self._alive_count, self.params)
                           if not self.params.lists else self.params.lists,
-                          pq_m=ann_kinds.pq_bytes(self.dim, self.params))
+                          pq_m=ann_kinds.pq_bytes(self.dim, self.params),
+                          pq_bits=self.params.pq_bits)
         return expect
 
     def _index(self) -> Any:
@@ -647,8 +648,8 @@ class EmbeddedStore:
                                              self.vector_dtype)
         params = {key: value for key, value in self.params.to_dict().items()
                   if (kind == "hnsw" and key in ("m", "ef_construction", "ef_search"))
-                  or (kind == "ivfpq" and key in ("lists", "pq_m", "nprobe", "rerank",
-                                                   "train_sample"))}
+                  or (kind == "ivfpq" and key in ("lists", "pq_m", "pq_bits", "nprobe",
+                                                   "rerank", "train_sample"))}
         if kind == "ivfpq":
             params["lists"] = ann_kinds.ivf_lists(rows, self.params)
             params["pq_m"] = ann_kinds.pq_bytes(self.dim, self.params)
