@@ -65,6 +65,16 @@ def test_info_json_has_count_and_domains(cli_index: Path) -> None:
     info = json.loads(out.stdout)
     assert info["count"] == 36 and info["domains"] == {"ABD": 12, "CHEST": 12, "HEAD": 12}
     assert info["text_encoder"]["name"] == "hashing" and info["format_version"] == 1
+    # the store's ANN kind, parameters, memory estimate and bytes on disk; BM25 coverage
+    text = info["stores"]["text"]
+    assert text["kind"] == "hnsw" and text["configured_kind"] == "auto" and text["rows"] == 36
+    assert text["vector_file_bytes"] == 36 * info["text_encoder"]["dim"] * 4
+    assert text["ram_estimate_bytes"] > 0 and text["params"]["m"] == 32
+    assert info["bm25"] == {"built_for": 36, "records": 36, "stale": False}
+    meta = json.loads((cli_index / "index.json").read_text())
+    assert meta["stores"]["text"]["kind"] == "hnsw"
+    human = run("info", "--index", str(cli_index))
+    assert "text store   : hnsw (m=32" in human.stdout and "MiB on disk" in human.stdout
 
 
 def test_exit_codes_and_one_line_errors(cli_index: Path, tmp_path: Path) -> None:
