@@ -56,16 +56,24 @@ def index_command(
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=1, help="Pixel limit per image, checked before decoding (default 64000000; DICOM: rows x columns x frames)."),
     allow_burned_in: bool = typer.Option(False, "--allow-burned-in", help="Index DICOMs with BurnedInAnnotation=YES (text in the pixels is NOT removed)."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait when another process is writing to the index (default: fail at once)."),
+    ray: str | None = typer.Option(None, "--ray", help="Encode texts on a Ray cluster (pip install 'mmedrag[ray]'): auto (a running cluster, else a local one), local, or an address (ray://host:10001). This process still writes the index."),
+    ray_workers: int | None = typer.Option(None, "--ray-workers", min=1, help="Encoder actors on the Ray cluster (default: its CPUs); needs --ray."),
 ) -> None:
     """Index image–report pairs or text corpora (incremental: re-adding adds nothing).
 
     Example: mmedrag index data/medpix/pairs.jsonl --index idx --text-field caption --domain-field modality
+
+    Example: mmedrag index medcorp.jsonl --index idx --ray auto --ray-workers 16
     """
     from mmedrag.config import Config
     from mmedrag.index import Index, IngestSummary
 
     if on_error not in ("skip", "fail"):
         raise UsageError(f"--on-error must be skip or fail, got {on_error!r}")
+    if ray_workers is not None and ray is None:
+        raise UsageError("--ray-workers needs --ray ADDRESS (auto, local, or a cluster address)")
+    if ray is not None and not ray.strip():
+        raise UsageError("--ray needs an address: auto, local, or ray://host:10001")
     from mmedrag.ingest.deid import check_keep_tags
 
     keep = check_keep_tags(tuple(t for item in keep_tags for t in item.split(",") if t))
@@ -73,35 +81,55 @@ def index_command(
     exists = (index / "index.json").exists()
     if resume and not exists:
         raise UsageError(f"{index}: nothing to resume (no index.json)")
+    if ray is not None:  # join the cluster before creating anything
+        from mmedrag.encoders.distributed import connect
+
+        connect(ray.strip())
     idx = Index.open(index, create=True, config=cfg.index if (config or not exists) else None)
     idx.writing(wait)
+    text_vectors = None
+    if ray is not None:
+        from mmedrag.encoders.distributed import RayTextVectors
+
+        text_vectors = RayTextVectors(idx.meta["text_encoder"], address=ray.strip(),
+                                      workers=ray_workers, skip=idx.text_store.has,
+                                      progress=not as_json, shutdown=True)
     total = IngestSummary()
-    for source in manifest:
-        read = _load_records(source, kind, text_field, domain_field, domain, on_error,
-                             cfg.index.chunk_tokens, cfg.index.chunk_overlap,
-                             tuple(allow_outside))
-        records = read.records[:limit] if limit else read.records
-        summary = idx.add(records, on_error=on_error, progress=not as_json, source=source.name,
-                          keep_tags=keep,
-                          max_pixels=max_pixels, allow_burned_in=allow_burned_in)
-        summary.skipped += read.skipped
-        summary.errors = read.errors + summary.errors
-        total.merge(summary)
+    try:
+        for source in manifest:
+            read = _load_records(source, kind, text_field, domain_field, domain, on_error,
+                                 cfg.index.chunk_tokens, cfg.index.chunk_overlap,
+                                 tuple(allow_outside))
+            records = read.records[:limit] if limit else read.records
+            summary = idx.add(records, on_error=on_error, progress=not as_json,
+                              source=source.name, keep_tags=keep, max_pixels=max_pixels,
+                              allow_burned_in=allow_burned_in, text_vectors=text_vectors)
+            summary.skipped += read.skipped
+            summary.errors = read.errors + summary.errors
+            total.merge(summary)
+    finally:
+        if text_vectors is not None:
+            text_vectors.close()
     count, domain_counts = idx.count(), idx.domain_counts()
     idx.close()
+    ray_info = ({"address": ray, "workers": text_vectors.workers, "sent": text_vectors.sent}
+                if text_vectors is not None else None)
     if as_json:
-        typer.echo(json.dumps({**total.to_dict(), "count": count}))
+        typer.echo(json.dumps({**total.to_dict(), "count": count,
+                               **({"ray": ray_info} if ray_info else {})}))
     else:
         domains = ", ".join(f"{k or '-'}: {v}" for k, v in domain_counts.items())
         for error in total.errors[:20]:
             typer.echo(f"skipped: {error}", err=True)
         if len(total.errors) > 20:
             typer.echo(f"... and {len(total.errors) - 20} more errors", err=True)
+        on_ray = (f" (texts encoded by {ray_info['workers']} Ray workers)" if ray_info else "")
         typer.echo(f"added {total.added}, already indexed {total.already_indexed}, "
-                   f"skipped {total.skipped} in {total.seconds:.1f}s; index now holds "
+                   f"skipped {total.skipped} in {total.seconds:.1f}s{on_ray}; index now holds "
                    f"{count} records ({domains})")
     if total.errors and on_error == "fail":
         raise typer.Exit(1)
+
 
 
 def search_command(
