@@ -20,6 +20,29 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _wait_healthy(server: object, timeout: float) -> None:
+    """Poll the server's /healthz until OK; fail at once if its process exits (the package's
+    own wait keeps polling a dead process for 180 s)."""
+    import time
+    import urllib.request
+
+    process = server.server_proc  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{server.webservice_port}/healthz"  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if b"OK" in reply.read():
+                    time.sleep(1.0)
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"no healthy answer from {url} in {timeout:.0f} s")
+
+
 @pytest.fixture(scope="session")
 def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``http://127.0.0.1:PORT`` of a Milvus Standalone server started for this session."""
@@ -28,16 +51,18 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
                          "'mmedrag[milvus-server]')")
     pytest.importorskip("pymilvus")
     base: Path = tmp_path_factory.mktemp("milvus-server")
-    server = milvus.MilvusServer()
+    server = milvus.MilvusServer(wait_for_started=False)
     server.set_base_dir(str(base))
     server.listen_port = _free_port()
     try:
-        server.start()  # waits for /healthz (up to 180 s)
+        server.start()
+        _wait_healthy(server, timeout=120.0)
     except Exception as exc:  # noqa: BLE001 - report why, then skip
         server.stop()
         log = base / "logs" / "milvus-stderr.log"
-        tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
-        pytest.skip(f"the Milvus server did not start: {exc}; {tail}")
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        first = next((line for line in lines if "panic" in line or "rror" in line), "")
+        pytest.skip(f"the Milvus server did not start: {exc} {first[:300]}")
     try:
         yield f"http://127.0.0.1:{server.listen_port}"
     finally:
