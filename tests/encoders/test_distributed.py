@@ -137,6 +137,10 @@ def test_bad_ray_options_are_one_line_errors(cluster: str, tmp_path: Path,
                  "dim": 512}
     with pytest.raises(UsageError, match="--ray-workers 3: the Ray cluster has 2 CPUs"):
         RayTextVectors(signature, workers=3)
+    out = run("index", str(sample_dir / "pairs.jsonl"), "--index", str(tmp_path / "k"),
+              "--ray", cluster, "--ray-workers", "3")
+    assert out.returncode == 2 and "--ray-workers 3: the Ray cluster has 2 CPUs" in out.stderr
+    assert not (tmp_path / "k").exists()  # refused before the index is created
     out = run("index", str(sample_dir / "pairs.jsonl"), "--index", str(tmp_path / "i"),
               "--ray-workers", "2")
     assert out.returncode == 2 and "--ray-workers needs --ray" in out.stderr

@@ -81,10 +81,11 @@ def index_command(
     exists = (index / "index.json").exists()
     if resume and not exists:
         raise UsageError(f"{index}: nothing to resume (no index.json)")
-    if ray is not None:  # join the cluster before creating anything
-        from mmedrag.encoders.distributed import connect
+    if ray is not None:  # join the cluster and size the pool before creating anything
+        from mmedrag.encoders.distributed import connect, fit_workers
 
         connect(ray.strip())
+        ray_workers = fit_workers(ray_workers, address=ray.strip())
     idx = Index.open(index, create=True, config=cfg.index if (config or not exists) else None)
     idx.writing(wait)
     text_vectors = None
@@ -93,7 +94,7 @@ def index_command(
 
         text_vectors = RayTextVectors(idx.meta["text_encoder"], address=ray.strip(),
                                       workers=ray_workers, skip=idx.text_store.has,
-                                      progress=not as_json, shutdown=True)
+                                      shutdown=True)  # progress: the writer's own bar
     total = IngestSummary()
     try:
         for source in manifest:

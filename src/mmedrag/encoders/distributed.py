@@ -135,6 +135,23 @@ def connect(address: str = "auto") -> bool:
     return True
 
 
+def fit_workers(workers: int | None, cpus_per_worker: float = 1.0,
+                address: str = "auto") -> int:
+    """Encoder actors for the connected cluster: ``workers`` if they fit, else a UsageError;
+    by default as many as its CPUs hold."""
+    cpus = float(_ray().cluster_resources().get("CPU", 0.0))
+    fits = int(cpus // cpus_per_worker)
+    if workers is None:
+        if fits < 1:
+            raise UsageError(f"--ray {address}: the cluster has {cpus:g} CPUs, not enough for "
+                             f"one worker of {cpus_per_worker:g}")
+        return fits
+    if workers > fits:
+        raise UsageError(f"--ray-workers {workers}: the Ray cluster has {cpus:g} CPUs, room for "
+                         f"{fits} workers of {cpus_per_worker:g} CPU")
+    return workers
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     """The user-facing error inside a Ray task/actor failure (``RayTaskError.cause``)."""
     seen: set[int] = set()
@@ -190,25 +207,12 @@ class RayTextVectors:
         self.sent = 0  # texts sent to the cluster (all ingests of this source)
         self._started_ray = connect(address) or shutdown
         try:
-            self.workers = self._check_workers(workers)
+            self.workers = fit_workers(workers, cpus_per_worker, address)
         except MmedragError:
             self.close()
             raise
 
     # -- the cluster -------------------------------------------------------------------------
-    def _check_workers(self, workers: int | None) -> int:
-        cpus = float(_ray().cluster_resources().get("CPU", 0.0))
-        fits = int(cpus // self.cpus_per_worker)
-        if workers is None:
-            if fits < 1:
-                raise UsageError(f"--ray {self.address}: the cluster has {cpus:g} CPUs, not "
-                                 f"enough for one worker of {self.cpus_per_worker:g}")
-            return fits
-        if workers > fits:
-            raise UsageError(f"--ray-workers {workers}: the Ray cluster has {cpus:g} CPUs, room "
-                             f"for {fits} workers of {self.cpus_per_worker:g} CPU")
-        return workers
-
     def close(self) -> None:
         """Drop the stream; shut Ray down if this source started it."""
         self._stream = None
