@@ -62,7 +62,7 @@ def _config() -> Any:
 def _records(ids: list[str], texts: list[str]) -> list[Any]:
     from mmedrag.records import Record
 
-    return [Record(id=i, text=t, domain="medquad") for i, t in zip(ids, texts)]
+    return [Record(id=i, text=t, domain="medquad") for i, t in zip(ids, texts, strict=True)]
 
 
 def _single(records: list[Any], folder: Path, threads: int) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import inspect
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+import tomllib
 import yaml
 
 from mmedrag.config import Config

@@ -18,7 +18,8 @@ import pytest
 
 from mmedrag.errors import IndexMismatchError, MmedragError, UsageError
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'mmedrag[ray]')")
+ray = pytest.importorskip("ray", reason="the ray extra is not installed "
+                                        "(pip install 'mmedrag[ray]')")
 
 CONFIG = "index:\n  text_encoder: {name: hashing, options: {dim: 256}}\n  image_encoder: null\n"
 

@@ -272,7 +272,7 @@ class RayTextVectors:
             batch = self._next_batch()
             if len(batch["error"]) and batch["error"][0]:
                 _raise_worker_error(str(batch["error"][0]))
-            for row_pos, vector in zip(batch["pos"].tolist(), batch["vector"]):
+            for row_pos, vector in zip(batch["pos"].tolist(), batch["vector"], strict=True):
                 if row_pos >= pos:
                     self._buffer[int(row_pos)] = vector
         return self._buffer.pop(pos)
