@@ -239,7 +239,9 @@ class RayTextVectors:
         context.enable_progress_bars = self.progress
         if not self.progress:  # Ray Data logs each execution's plan at INFO
             logging.getLogger("ray.data").setLevel(logging.ERROR)
-        blocks = max(1, min(len(todo) // self.batch_size + 1, 4 * self.workers * 8))
+        # blocks of about one batch (rows stream back block by block), at least one per worker
+        blocks = max(min(len(todo), self.workers),
+                     min(len(todo) // self.batch_size + 1, 32 * self.workers))
         dataset = ray.data.from_items(
             [{"pos": i, "text": r.text} for i, r in enumerate(todo)], override_num_blocks=blocks)
         encoded = dataset.map_batches(
