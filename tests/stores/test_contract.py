@@ -1,4 +1,6 @@
-"""One contract suite for every Store backend: the embedded store and Milvus (Lite)."""
+"""One contract suite for every Store backend: the embedded store, Milvus Lite, and a real Milvus
+server (Standalone, started by ``conftest.milvus_server_uri``; slow, skipped without the
+``milvus`` package)."""
 
 from __future__ import annotations
 
@@ -35,14 +37,15 @@ def _embedded_kind(large: dict[str, Any] | None = None, **fixed: Any) -> Callabl
 
 
 def _open_milvus(path: Path, dim: int, **options: Any) -> Any:
-    pytest.importorskip("milvus_lite")
+    if "uri" not in options:
+        pytest.importorskip("milvus_lite")
     from mmedrag.stores.milvus import MilvusStore
 
     options.pop("exact_below", None)
     return MilvusStore(path, dim=dim, **options)
 
 
-BACKENDS = {"embedded": _open_embedded, "milvus": _open_milvus,
+BACKENDS = {"embedded": _open_embedded, "milvus": _open_milvus, "milvus-server": _open_milvus,
             "embedded-hnsw": _embedded_kind(kind="hnsw", exact_below=0),
             "embedded-flat": _embedded_kind(kind="flat"),
             # IVF-PQ at contract sizes: one list, 1-bit codes (trainable on 8 rows); the
@@ -53,13 +56,17 @@ BACKENDS = {"embedded": _open_embedded, "milvus": _open_milvus,
             "embedded-float16": _embedded_kind(vector_dtype="float16", exact_below=0)}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=[*sorted(set(BACKENDS) - {"milvus-server"}),
+                        pytest.param("milvus-server", marks=pytest.mark.slow)])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """Opens stores of one backend; every store it opened is closed after the test."""
     opened: list[Any] = []
+    server: dict[str, Any] = {}
+    if request.param == "milvus-server":
+        server["uri"] = request.getfixturevalue("milvus_server_uri")
 
     def open_store(dim: int = DIM, path: Path | None = None, **options: Any) -> Any:
-        store = BACKENDS[request.param](path or tmp_path / "store", dim, **options)
+        store = BACKENDS[request.param](path or tmp_path / "store", dim, **server, **options)
         opened.append(store)
         return store
 

@@ -110,3 +110,33 @@ def test_server_collections_of_one_index_never_collide(tmp_path: Path) -> None:
     other = tmp_path / "other" / "text"
     assert collection_name(other, uri, None) != derived  # another index, another collection
     assert collection_name(text, None, None) == "records"  # Lite: one file per store
+
+
+@pytest.mark.slow
+def test_an_index_can_live_on_a_milvus_server(tmp_path: Path, sample_dir: Path,
+                                              milvus_server_uri: str) -> None:
+    """The same Index on a real Milvus Standalone server: collections per store, reopened by URI
+    from index.json, domain filters served by the partition key."""
+    from mmedrag.config import Component, IndexConfig
+    from mmedrag.index import Index
+    from mmedrag.ingest.manifest import read_manifest
+
+    config = IndexConfig(text_encoder=Component(name="hashing"), image_encoder=None,
+                         store=Component(name="milvus", options={
+                             "uri": milvus_server_uri, "collection": "sample"}))
+    index = Index.open(tmp_path / "idx", create=True, config=config)
+    records = read_manifest(sample_dir / "pairs.jsonl").records
+    assert index.add(records).added == len(records)
+    assert index.text_store.collection == "sample_text"
+    assert not (tmp_path / "idx" / "text" / "milvus.db").exists()  # no Lite file: the server
+    index.close()
+    again = Index.open(tmp_path / "idx")
+    assert again.meta["store"]["options"]["uri"] == milvus_server_uri
+    assert again.count() == len(records)
+    target = records[7]
+    assert again.search_text_dense(target.text, k=1)[0].id == target.id
+    domain = records[0].domain
+    hits = again.search_text_dense(records[0].text, k=50, filters={"domain": domain})
+    assert len(hits) == sum(r.domain == domain for r in records)
+    assert all(h.record.domain == domain for h in hits)
+    again.close()

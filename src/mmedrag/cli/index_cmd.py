@@ -59,16 +59,24 @@ def index_command(
     embeddings: Path | None = typer.Option(None, "--embeddings", help="Precomputed text embeddings (.npy rows x dim, float32/16, memory-mapped; or .npz with 'embeddings' and 'ids'): nothing is re-encoded; the corpus is read unchunked."),
     embedding_ids: Path | None = typer.Option(None, "--embedding-ids", help="Row ids of an .npy --embeddings file (.txt one per line, .json list, or .npy)."),
     embeddings_model: str | None = typer.Option(None, "--embeddings-model", help="Model that made --embeddings; must be the index's text encoder (or a FILE.json sidecar with {\"model\": ...})."),
+    ray: str | None = typer.Option(None, "--ray", help="Encode texts on a Ray cluster (pip install 'mmedrag[ray]'): auto (a running cluster, else a local one), local, or an address (ray://host:10001). This process still writes the index."),
+    ray_workers: int | None = typer.Option(None, "--ray-workers", min=1, help="Encoder actors on the Ray cluster (default: its CPUs); needs --ray."),
 ) -> None:
     """Index image–report pairs or text corpora (incremental: re-adding adds nothing).
 
     Example: mmedrag index data/medpix/pairs.jsonl --index idx --text-field caption --domain-field modality
+
+    Example: mmedrag index medcorp.jsonl --index idx --ray auto --ray-workers 16
     """
     from mmedrag.config import Config
     from mmedrag.index import Index, IngestSummary
 
     if on_error not in ("skip", "fail"):
         raise UsageError(f"--on-error must be skip or fail, got {on_error!r}")
+    if ray_workers is not None and ray is None:
+        raise UsageError("--ray-workers needs --ray ADDRESS (auto, local, or a cluster address)")
+    if ray is not None and not ray.strip():
+        raise UsageError("--ray needs an address: auto, local, or ray://host:10001")
     from mmedrag.ingest.deid import check_keep_tags
 
     keep = check_keep_tags(tuple(t for item in keep_tags for t in item.split(",") if t))
@@ -80,45 +88,69 @@ def index_command(
         raise UsageError("--embedding-ids and --embeddings-model go with --embeddings FILE")
     if embeddings is not None and len(manifest) != 1:
         raise UsageError("--embeddings describes one corpus: give exactly one input")
+    if embeddings is not None and ray is not None:
+        raise UsageError("--embeddings and --ray exclude each other: precomputed vectors need "
+                         "no encoding")
+    if ray is not None:  # join the cluster and size the pool before creating anything
+        from mmedrag.encoders.distributed import connect, fit_workers
+
+        connect(ray.strip())
+        ray_workers = fit_workers(ray_workers, address=ray.strip())
     idx = Index.open(index, create=True, config=cfg.index if (config or not exists) else None)
     idx.writing(wait)
-    vectors = None
+    text_vectors = None
     if embeddings is not None:
         from mmedrag.ingest.embeddings import PrecomputedEmbeddings
 
         signature = idx.meta["text_encoder"]
-        vectors = PrecomputedEmbeddings(embeddings, embedding_ids, embeddings_model,
-                                        expect_model=signature["model"],
-                                        expect_dim=int(signature["dim"]),
-                                        expect_names=(signature["name"],),
-                                        strict_ids=not limit)
+        text_vectors = PrecomputedEmbeddings(embeddings, embedding_ids, embeddings_model,
+                                             expect_model=signature["model"],
+                                             expect_dim=int(signature["dim"]),
+                                             expect_names=(signature["name"],),
+                                             strict_ids=not limit)
+    elif ray is not None:
+        from mmedrag.encoders.distributed import RayTextVectors
+
+        text_vectors = RayTextVectors(idx.meta["text_encoder"], address=ray.strip(),
+                                      workers=ray_workers, skip=idx.text_store.has,
+                                      shutdown=True)  # progress: the writer's own bar
     total = IngestSummary()
-    for source in manifest:
-        chunk_tokens = 0 if vectors is not None else cfg.index.chunk_tokens
-        read = _load_records(source, kind, text_field, domain_field, domain, on_error,
-                             chunk_tokens, cfg.index.chunk_overlap, tuple(allow_outside))
-        records = read.records[:limit] if limit else read.records
-        summary = idx.add(records, on_error=on_error, progress=not as_json, source=source.name,
-                          keep_tags=keep, max_pixels=max_pixels,
-                          allow_burned_in=allow_burned_in, text_vectors=vectors)
-        summary.skipped += read.skipped
-        summary.errors = read.errors + summary.errors
-        total.merge(summary)
+    try:
+        for source in manifest:
+            chunk_tokens = 0 if embeddings is not None else cfg.index.chunk_tokens
+            read = _load_records(source, kind, text_field, domain_field, domain, on_error,
+                                 chunk_tokens, cfg.index.chunk_overlap, tuple(allow_outside))
+            records = read.records[:limit] if limit else read.records
+            summary = idx.add(records, on_error=on_error, progress=not as_json,
+                              source=source.name, keep_tags=keep, max_pixels=max_pixels,
+                              allow_burned_in=allow_burned_in, text_vectors=text_vectors)
+            summary.skipped += read.skipped
+            summary.errors = read.errors + summary.errors
+            total.merge(summary)
+    finally:
+        close = getattr(text_vectors, "close", None)
+        if close is not None:
+            close()
     count, domain_counts = idx.count(), idx.domain_counts()
     idx.close()
+    ray_info = ({"address": ray, "workers": text_vectors.workers, "sent": text_vectors.sent}
+                if ray is not None and text_vectors is not None else None)
     if as_json:
-        typer.echo(json.dumps({**total.to_dict(), "count": count}))
+        typer.echo(json.dumps({**total.to_dict(), "count": count,
+                               **({"ray": ray_info} if ray_info else {})}))
     else:
         domains = ", ".join(f"{k or '-'}: {v}" for k, v in domain_counts.items())
         for error in total.errors[:20]:
             typer.echo(f"skipped: {error}", err=True)
         if len(total.errors) > 20:
             typer.echo(f"... and {len(total.errors) - 20} more errors", err=True)
+        on_ray = (f" (texts encoded by {ray_info['workers']} Ray workers)" if ray_info else "")
         typer.echo(f"added {total.added}, already indexed {total.already_indexed}, "
-                   f"skipped {total.skipped} in {total.seconds:.1f}s; index now holds "
+                   f"skipped {total.skipped} in {total.seconds:.1f}s{on_ray}; index now holds "
                    f"{count} records ({domains})")
     if total.errors and on_error == "fail":
         raise typer.Exit(1)
+
 
 
 def search_command(
