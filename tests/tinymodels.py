@@ -1,0 +1,94 @@
+"""Tiny random models built offline for tests and benchmarks (no weights downloaded).
+
+- :func:`tiny_hf_clip`: a transformers ``CLIPModel`` (1 layer per tower, 32 px images) with a
+  word-level tokenizer over the given texts and a ``CLIPImageProcessor``, saved to a folder.
+- :func:`tiny_open_clip`: an open_clip ViT config (1 layer, 32 px) saved as ``local-dir`` with
+  random weights.
+- :func:`tiny_llava`: a LLaVA (1-layer CLIP vision tower + 2-layer Llama) with processor and chat
+  template, saved to a folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+SPECIAL = ["<pad>", "</s>", "<unk>", "<s>"]
+
+
+def word_tokenizer(texts: list[str], extra_special: list[str] | None = None, max_words: int = 4000):
+    """A word-level fast tokenizer over the texts' lower-cased words (appends ``</s>``)."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    counts = Counter(w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower()))
+    special = SPECIAL + (extra_special or [])
+    vocab = {tok: i for i, tok in enumerate(special)}
+    for word, _ in counts.most_common(max_words):
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("<", "isolated"),
+                                                 pre_tokenizers.Whitespace()])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", bos_token="<s>",
+                                   additional_special_tokens=extra_special or None), vocab
+
+
+def tiny_hf_clip(folder: Path, texts: list[str], width: int = 32, image_size: int = 32,
+                 seed: int = 0) -> Path:
+    """Save a random tiny ``CLIPModel`` + tokenizer + image processor to ``folder``."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tokenizer, vocab = word_tokenizer(texts)
+    config = CLIPConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": width,
+                     "intermediate_size": 2 * width, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 64,
+                     "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 3},
+        vision_config={"hidden_size": width, "intermediate_size": 2 * width,
+                       "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": 8},
+        projection_dim=width)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.model_max_length = 64
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": image_size},
+                       crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder
+
+
+TINY_OPEN_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def tiny_open_clip(folder: Path, seed: int = 0) -> Path:
+    """Save a random tiny open_clip model as a ``local-dir`` folder (config + safetensors)."""
+    import open_clip
+    import safetensors.torch
+    import torch
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TINY_OPEN_CLIP)
+    folder.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                                str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": TINY_OPEN_CLIP, "preprocess_cfg": {}}))
+    return folder
+
+
+CHAT = ("{% for m in messages %}<{{ m['role'] }}>{% if m['content'] is string %}"
+        "{{ m['content'] }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+        "<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}")
