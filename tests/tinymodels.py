@@ -17,22 +17,25 @@ from pathlib import Path
 SPECIAL = ["<pad>", "</s>", "<unk>", "<s>"]
 
 
-def word_tokenizer(texts: list[str], extra_special: list[str] | None = None, max_words: int = 4000):
-    """A word-level fast tokenizer over the texts' lower-cased words (appends ``</s>``)."""
+def word_tokenizer(texts: list[str], extra_special: list[str] | None = None,
+                   max_words: int = 4000, whitespace: bool = False):
+    """A word-level fast tokenizer over the texts' lower-cased words (appends ``</s>``);
+    ``whitespace``: words are what whitespace separates (so ``[1]`` stays one token)."""
     from collections import Counter
 
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    counts = Counter(w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower()))
+    pattern = r"\S+" if whitespace else r"\w+|[^\w\s]"
+    counts = Counter(w for t in texts for w in re.findall(pattern, t.lower()))
     special = SPECIAL + (extra_special or [])
     vocab = {tok: i for i, tok in enumerate(special)}
     for word, _ in counts.most_common(max_words):
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("<", "isolated"),
-                                                 pre_tokenizers.Whitespace()])
+    words = pre_tokenizers.WhitespaceSplit() if whitespace else pre_tokenizers.Whitespace()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("<", "isolated"), words])
     tok.post_processor = processors.TemplateProcessing(single="$A </s>",
                                                        special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
@@ -41,20 +44,21 @@ def word_tokenizer(texts: list[str], extra_special: list[str] | None = None, max
 
 
 def tiny_hf_clip(folder: Path, texts: list[str], width: int = 32, image_size: int = 32,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, patch_size: int = 8, layers: int = 1,
+                 max_words: int = 4000) -> Path:
     """Save a random tiny ``CLIPModel`` + tokenizer + image processor to ``folder``."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    tokenizer, vocab = word_tokenizer(texts)
+    tokenizer, vocab = word_tokenizer(texts, max_words=max_words)
     config = CLIPConfig(
         text_config={"vocab_size": len(vocab), "hidden_size": width,
-                     "intermediate_size": 2 * width, "num_hidden_layers": 1,
+                     "intermediate_size": 2 * width, "num_hidden_layers": layers,
                      "num_attention_heads": 2, "max_position_embeddings": 64,
                      "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 3},
         vision_config={"hidden_size": width, "intermediate_size": 2 * width,
-                       "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": image_size, "patch_size": 8},
+                       "num_hidden_layers": layers, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": patch_size},
         projection_dim=width)
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(folder)
@@ -67,7 +71,8 @@ def tiny_hf_clip(folder: Path, texts: list[str], width: int = 32, image_size: in
 
 TINY_OPEN_CLIP = {
     "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8},
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                   "patch_size": 8},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
 

@@ -63,16 +63,16 @@ def _embed(model: Any, rows: list[Row], batch: int = 32) -> tuple[np.ndarray, np
 
 
 def dual_recall(model: Any, rows: list[Row]) -> dict[str, float]:
-    """Image→report recall among the rows' distinct reports (hit: identical text), the same
-    figure the tower reports."""
+    """Image→report recall among the rows' reports, one per image (hit: its own or an identical
+    report): the figure the tower reports, and ``eval retrieval`` over an index of these rows."""
     image_emb, text_emb = _embed(model, rows)
-    first: dict[str, int] = {}
-    for i, r in enumerate(rows):
-        first.setdefault(r.text, i)
-    unique = list(first)
-    rankings = rank_by_similarity(image_emb, text_emb[[first[t] for t in unique]], unique, 10)
-    return {k: round(float(v), 4) for k, v in
-            retrieval_metrics(rankings, [{r.text} for r in rows]).items()}
+    ids = [str(i) for i in range(len(rows))]
+    by_text: dict[str, set[str]] = {}
+    for i, r in zip(ids, rows, strict=True):
+        by_text.setdefault(" ".join(r.text.split()).lower(), set()).add(i)
+    rankings = rank_by_similarity(image_emb, text_emb, ids, 10)
+    relevant = [by_text[" ".join(r.text.split()).lower()] for r in rows]
+    return {k: round(float(v), 4) for k, v in retrieval_metrics(rankings, relevant).items()}
 
 
 def _step(model: Any, batch: list[Row], opt: Any) -> float:
