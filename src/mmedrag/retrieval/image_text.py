@@ -75,6 +75,7 @@ def sync_text_store(index: SearchableIndex, encoder: Any, name: str,
     stale_model = source.exists() and json.loads(source.read_text()).get(
         "fingerprint") != wanted_print
     if not read_only and (stale_model or (folder.exists() and not source.exists())):
+        _take_writer_lock(index)
         shutil.rmtree(folder)
     if read_only and (not source.exists() or stale_model):
         raise IndexMismatchError(
@@ -92,6 +93,8 @@ def sync_text_store(index: SearchableIndex, encoder: Any, name: str,
         raise IndexMismatchError(
             f"{index.dir}: the text store of dual encoder {encoder.path} has {len(have)} records, "
             f"the index {len(wanted)}; register it again with a writable index")
+    if missing or gone:
+        _take_writer_lock(index)  # the store is the index's: one writer at a time
     if gone:
         store.delete(gone)
     bar = tqdm(total=len(missing), disable=not progress or not missing,
@@ -107,6 +110,12 @@ def sync_text_store(index: SearchableIndex, encoder: Any, name: str,
         source.write_text(json.dumps({"path": str(encoder.path), "fingerprint": wanted_print,
                                       "records": len(wanted)}))
     return store, {"added": len(missing), "removed": len(gone), "records": len(wanted)}
+
+
+def _take_writer_lock(index: SearchableIndex) -> None:
+    writing = getattr(index, "writing", None)
+    if writing is not None:
+        writing()
 
 
 def register_dual_tower(index: Any, path: str | Path, domain: str | None = None,
