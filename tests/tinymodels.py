@@ -64,8 +64,9 @@ def tiny_hf_clip(folder: Path, texts: list[str], width: int = 32, image_size: in
     CLIPModel(config).save_pretrained(folder)
     tokenizer.model_max_length = 64
     tokenizer.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": image_size},
-                       crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                   crop_size={"height": image_size, "width": image_size})
+    processor.save_pretrained(folder)
     return folder
 
 

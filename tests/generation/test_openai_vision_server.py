@@ -34,7 +34,6 @@ BLACK = Image.new("RGB", (64, 64), (0, 0, 0))
 @pytest.fixture(scope="module")
 def vision_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from generation.test_openai_compat import _free_port
-
     from mmedrag.generation.llama_cpp import default_gguf
 
     folder = tmp_path_factory.mktemp("vision-server")

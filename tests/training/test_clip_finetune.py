@@ -77,7 +77,8 @@ def test_tiny_open_clip_finetunes_saves_reloads_and_serves_eval(
             "--index", str(tmp_path / "idx"), "--json"]
     assert main([*base, "--epochs", "1"]) == 0
     first = json.loads(capsys.readouterr().out)
-    assert first["library"] == "open_clip" and (first["train_pairs"], first["val_pairs"]) == (24, 12)
+    assert first["library"] == "open_clip"
+    assert (first["train_pairs"], first["val_pairs"]) == (24, 12)
     assert main([*base, "--epochs", "2", "--resume"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]
