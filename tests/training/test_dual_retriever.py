@@ -102,12 +102,17 @@ def test_hf_clip_finetunes_registers_and_serves_eval_and_search(
     # search (the same flow) says which tower it used, and ranks like the raw model does
     dev = [json.loads(line) for line in split_sample.read_text().splitlines()
            if '"dev"' in line]
-    assert main(["search", "--index", str(index), "--image", str(split_sample.parent / dev[0]["image"]), "-k", "12",
-                 "--json"]) == 0
+    image = str(split_sample.parent / dev[0]["image"])
+    assert main(["search", "--index", str(index), "--image", image, "-k", "12", "--json"]) == 0
     found = _json(capsys)
     assert any("fine-tuned dual encoder" in step for step in found["trace"])
+    # ask answers with evidence from the same tower
+    assert main(["ask", "--index", str(index), "--image", image, "-g", "echo", "--json",
+                 "What is shown?"]) == 0
+    answer = _json(capsys)
+    assert any("fine-tuned dual encoder" in step for step in answer["trace"])
     encoder = DualEncoder(out)
-    scores = encoder.encode_images([str(split_sample.parent / dev[0]["image"])]) @ \
+    scores = encoder.encode_images([image]) @ \
         encoder.encode_texts([r["text"] for r in dev]).T
     expected = [dev[i]["id"] for i in np.argsort(-scores[0], kind="stable")]
     assert [h["id"] for h in found["hits"]][:3] == expected[:3]
