@@ -173,6 +173,14 @@ def test_dual_text_store_follows_the_index(split_sample: Path, clip_dir: Path,
     retriever = ImageToTextRetriever(Index.open(folder), _encoder(out), store)
     assert retriever.store.count() == 14
     assert retriever.store.has([train[0].id, train[1].id]) == {train[1].id}
+    retriever.index.close()
+    # once caught up, a read-only index (the server) serves the tower as it is
+    from mmedrag.records import Query
+
+    served = ImageToTextRetriever(Index.open(folder, read_only=True), _encoder(out), store)
+    image = sorted((split_sample.parent / "images").iterdir())[0]
+    hits = served.retrieve(Query(image=str(image)), k=14)
+    assert len(hits) == 14 and {h.retriever for h in hits} == {"image-text"}
 
 
 def _encoder(path: Path):  # noqa: ANN202
