@@ -228,7 +228,19 @@ def main() -> None:
     parser.add_argument("--kind", default="ivfpq")
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--tenth")
+    parser.add_argument("--from-json", type=Path, nargs="+",
+                        help="print the table and the fitted model of saved runs, no new runs")
     args = parser.parse_args()
+    if args.from_json:
+        runs = [r for path in args.from_json for r in json.loads(path.read_text())["runs"]]
+        runs.sort(key=lambda r: (r["size"], r["kind"]))
+        print(json.dumps({"runs": [{k: r[k] for k in ("size", "kind", "build_s",
+                                                        "peak_rss_build_mb", "peak_rss_query_mb",
+                                                        "disk_bytes", "p50_ms", "p99_ms",
+                                                        "recall@10", "exact_p50_ms",
+                                                        "speedup_vs_exact")} for r in runs],
+                          "model": fit(runs)}, indent=1))
+        return
     if args.child:
         result = child_build(args) if args.child == "build" else child_query(args)
         print(json.dumps(result))

@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,11 +32,19 @@ class RouterArtefact(BaseModel):
 
 
 class TowerArtefact(BaseModel):
-    """A trained image→report retriever folder; ``domain`` None serves every domain."""
+    """A trained image→report retriever folder; ``domain`` None serves every domain.
+
+    ``kind`` ``tower``: the project's tower, aligned to the index's text encoder (its text store
+    serves it). ``dual``: a fine-tuned CLIP-family dual encoder with its own text tower; the
+    index's record texts embedded by that text tower live in ``text_store`` (a store folder
+    relative to the index, built at registration and kept in step with the index's records).
+    """
 
     model_config = ConfigDict(extra="forbid")
     path: str
     domain: str | None = None
+    kind: Literal["tower", "dual"] = "tower"
+    text_store: str | None = None
 
 
 class IndexArtefacts(BaseModel):

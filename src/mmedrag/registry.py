@@ -35,6 +35,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "cnn": "mmedrag.encoders.cnn:CnnFeatures",
         "tower": "mmedrag.encoders.tower:TrainedTowerEncoder",
         "tower-trunk": "mmedrag.encoders.tower:TowerTrunkFeatures",
+        "dual": "mmedrag.encoders.dual:DualEncoder",
     },
     "store": {
         "embedded": "mmedrag.stores.embedded:EmbeddedStore",

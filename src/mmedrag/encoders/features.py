@@ -13,6 +13,7 @@ encoder:
 - ``tower:PATH``: a trained image→report tower's embeddings; ``tower-trunk:PATH`` its 512-d trunk
 - ``hf:ID_OR_PATH``: a transformers vision backbone (RAD-DINO, DINOv2, ViT, ...)
 - ``clip:ID_OR_PATH``: an open_clip image tower (BiomedCLIP, UniMed-CLIP)
+- ``dual:PATH``: a fine-tuned dual encoder's image tower (``mmedrag train retriever --model hf:...``)
 
 Example:
     >>> image_features("handcrafted+thumbnail").name
@@ -32,7 +33,7 @@ from mmedrag.errors import UsageError
 from mmedrag.registry import REGISTRY
 
 # Kinds that need a TARGET, and the file a ``cnn`` without one is read from (the router's folder).
-_NEEDS_TARGET = ("tower", "tower-trunk", "hf", "clip", "open_clip", "transformers_image")
+_NEEDS_TARGET = ("tower", "tower-trunk", "hf", "clip", "open_clip", "transformers_image", "dual")
 CNN_FILE = "cnn.pt"
 
 

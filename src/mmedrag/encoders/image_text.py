@@ -67,7 +67,7 @@ class OpenClipEncoder:
 
     def __init__(self, model: str, pretrained: str | None = None, device: str = "cpu",
                  batch_size: int = 32) -> None:
-        open_clip = optional_import("open_clip", extra="train", package="open-clip-torch")
+        open_clip = optional_import("open_clip", extra="clip", package="open-clip-torch")
         import torch
 
         self._torch = torch

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mmedrag.config import Config
@@ -174,16 +175,30 @@ class RetrievalFlow:
     def _tower_retriever(self, domain: str | None) -> tuple[Retriever, str] | None:
         """The image→report retriever of ``domain`` and what it is (config path, else the
         index's tower for that domain, else its tower for all domains)."""
+        from mmedrag.encoders.dual import is_dual_folder
+
         path, what = self.config.retrieval.image_text, "config retrieval.image_text"
+        text_store = None
         if path is None:
             tower = self.index.artefacts.tower_for(domain)
             if tower is None:
                 return None
-            path = tower.path
+            path, text_store = tower.path, tower.text_store
             what = f"the {tower.domain} tower" if tower.domain else "the tower for all domains"
-        retriever: Retriever = self._component(f"tower:{path}", lambda: REGISTRY.create(
+            if tower.kind == "dual":
+                what += " (fine-tuned dual encoder)"
+        elif is_dual_folder(path):
+            # the config names a fine-tuned dual encoder: the text store it was registered with
+            # for this domain, else its own store for all domains (built on first use)
+            registered = self.index.artefacts.tower_for(domain)
+            if registered is not None and registered.text_store and \
+                    Path(registered.path).resolve() == Path(path).resolve():
+                text_store = registered.text_store
+        kind = "dual" if is_dual_folder(path) else "tower"
+        options: dict[str, Any] = {"text_store": text_store} if kind == "dual" else {}
+        retriever: Retriever = self._component(f"tower:{path}:{text_store}", lambda: REGISTRY.create(
             "retriever", "image-text", index=self.index,
-            encoder=REGISTRY.create("image_encoder", "tower", path=path)))
+            encoder=REGISTRY.create("image_encoder", kind, path=path), **options))
         return retriever, what
 
     def _retriever(self, name: str, **options: Any) -> Retriever:
@@ -279,15 +294,15 @@ class RetrievalFlow:
             trace.append("image→image search asked for: no domain routing")
             return Route(None)
         router = self.router()
-        if router is None:
-            trace.append("no domain router for this index: searched all domains")
-            return Route(None)
-        field_name = router.field or "domain"
+        field_name = (router.field if router is not None else None) or "domain"
         fixed = filters.get(field_name)
-        if isinstance(fixed, str):  # the caller chose the domain: never override it
+        if isinstance(fixed, str):  # the caller chose the domain (and so its tower): no routing
             trace.append(f"{field_name} {fixed} fixed by the caller: no routing")
             return Route(RouteDecision(fixed, 1.0, {}, False, "fixed by the caller"),
                          field_name, None, "caller")
+        if router is None:
+            trace.append("no domain router for this index: searched all domains")
+            return Route(None)
         decision = router.route(image)
         source = router.threshold_source
         route = Route(decision, field_name, router.threshold, source)

@@ -1,13 +1,16 @@
-"""Fine-tune an open_clip model (BiomedCLIP, UniMed-CLIP, ...) on image–report pairs.
+"""Fine-tune a CLIP-family dual encoder (transformers CLIP/SigLIP/PubMedCLIP, or open_clip
+BiomedCLIP/UniMed-CLIP) as the domain's image→report retriever.
 
-Same objective as the tower (symmetric InfoNCE, learnable temperature = the model's own
-``logit_scale``), same by-case validation split, checkpoints, resume and early stopping on
-validation recall. Needs ``open-clip-torch`` (the ``clip`` extra) and the model's weights locally
-or from the hub; ``pretrained=None`` with a plain architecture name builds random weights (tests).
+Same objective as the tower (symmetric InfoNCE over in-batch image–report similarities, identical
+reports are positives of each other, the temperature is the model's own learnable
+``logit_scale``), same by-case validation split, validation recall before training (epoch 0) and
+after each epoch, the best epoch kept, early stopping, and ``last.pt`` to resume. The best model is
+written in its library's own format (``OUT/model``, see :mod:`mmedrag.encoders.dual`) beside
+``OUT/mmedrag.json``; :class:`mmedrag.encoders.dual.DualEncoder` loads it at query time.
 
 Example:
-    >>> finetune_open_clip("pairs.jsonl", "out/clip",
-    ...     "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")  # doctest: +SKIP
+    >>> finetune_dual("pairs.jsonl", "out/ct", "hf:flaviagiammarino/pubmed-clip-vit-base-patch32",
+    ...               domain="CT", domain_field="modality", split_field="split")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from mmedrag.errors import MmedragError, UsageError, optional_import
+from mmedrag.encoders.dual import FORMAT, META_FILE, MODEL_DIR, load_dual_model, parse_dual_spec
+from mmedrag.errors import MmedragError, UsageError
 from mmedrag.ingest.labelled import Row, read_rows, split_rows
 from mmedrag.ir_metrics import rank_by_similarity, retrieval_metrics
 from mmedrag.training.objectives import info_nce, positive_matrix
+
+MONITORS = ("R@1", "R@5", "R@10", "MRR", "nDCG@10")
 
 
 @dataclass
@@ -36,119 +42,146 @@ class ClipTrainConfig:
     seed: int = 0
     monitor: str = "R@5"
 
-
-def load_open_clip(model: str, pretrained: str | None) -> tuple[Any, Any, Any]:
-    """(model, preprocess, tokenizer) from a hub id, an architecture + pretrained tag/file."""
-    open_clip = optional_import("open_clip", extra="clip", package="open-clip-torch")
-    try:
-        if model.startswith("hf-hub:"):
-            net, preprocess = open_clip.create_model_from_pretrained(model)
-        else:
-            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
-        return net, preprocess, open_clip.get_tokenizer(model)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the model named
-        raise MmedragError(f"cannot load open_clip model {model!r}: {exc}") from exc
+    def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise UsageError(f"monitor {self.monitor!r}: one of {', '.join(MONITORS)}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise UsageError("epochs must be ≥ 1 and batch_size ≥ 2 (in-batch negatives)")
 
 
-def _embed(net: Any, preprocess: Any, tokenizer: Any,
-           rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
+def _embed(model: Any, rows: list[Row], batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    from mmedrag.ingest.images import load_image
-
-    net.eval()
+    model.net.eval()
     images, texts = [], []
     with torch.no_grad():
-        for start in range(0, len(rows), 32):
-            batch = rows[start:start + 32]
-            pix = torch.stack([preprocess(load_image(r.image)) for r in batch])
-            images.append(torch.nn.functional.normalize(net.encode_image(pix), dim=-1).numpy())
-            tok = tokenizer([r.text for r in batch])
-            texts.append(torch.nn.functional.normalize(net.encode_text(tok), dim=-1).numpy())
+        for start in range(0, len(rows), batch):
+            part = rows[start:start + batch]
+            images.append(model.image_features([r.image for r in part]).float().cpu().numpy())
+            texts.append(model.text_features([r.text for r in part]).float().cpu().numpy())
     return np.concatenate(images), np.concatenate(texts)
 
 
-def clip_recall(net: Any, preprocess: Any, tokenizer: Any, rows: list[Row]) -> dict[str, float]:
-    """Image→report recall among the rows' distinct reports (hit: identical text)."""
-    image_emb, text_emb = _embed(net, preprocess, tokenizer, rows)
-    first = {}
-    for i, r in enumerate(rows):
-        first.setdefault(r.text, i)
-    unique = list(first)
-    docs = text_emb[[first[t] for t in unique]]
-    rankings = rank_by_similarity(image_emb, docs, unique, 10)
-    return retrieval_metrics(rankings, [{r.text} for r in rows])
+def dual_recall(model: Any, rows: list[Row]) -> dict[str, float]:
+    """Image→report recall among the rows' reports, one per image (hit: its own or an identical
+    report): the figure the tower reports, and ``eval retrieval`` over an index of these rows."""
+    image_emb, text_emb = _embed(model, rows)
+    ids = [str(i) for i in range(len(rows))]
+    by_text: dict[str, set[str]] = {}
+    for i, r in zip(ids, rows, strict=True):
+        by_text.setdefault(" ".join(r.text.split()).lower(), set()).add(i)
+    rankings = rank_by_similarity(image_emb, text_emb, ids, 10)
+    relevant = [by_text[" ".join(r.text.split()).lower()] for r in rows]
+    return {k: round(float(v), 4) for k, v in retrieval_metrics(rankings, relevant).items()}
 
 
-def _step(net: Any, preprocess: Any, tokenizer: Any, batch: list[Row], opt: Any) -> float:
-    import torch
-
-    from mmedrag.ingest.images import load_image
-
-    pix = torch.stack([preprocess(load_image(r.image)) for r in batch])
-    img = torch.nn.functional.normalize(net.encode_image(pix), dim=-1)
-    txt = torch.nn.functional.normalize(net.encode_text(tokenizer([r.text for r in batch])), dim=-1)
-    loss = info_nce(img, txt, net.logit_scale.exp().clamp(max=100),
-                    positive_matrix([r.text for r in batch]))
+def _step(model: Any, batch: list[Row], opt: Any) -> float:
+    img = model.image_features([r.image for r in batch])
+    txt = model.text_features([r.text for r in batch])
+    loss = info_nce(img, txt, model.logit_scale(), positive_matrix([r.text for r in batch]))
     opt.zero_grad()
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.item())
 
 
-def finetune_open_clip(manifest: str | Path, out_dir: str | Path, model: str,
-                       pretrained: str | None = None, domain: str | None = None,
-                       domain_field: str = "domain", text_field: str | None = None,
-                       split_field: str | None = None, val_fraction: float = 0.1,
-                       config: ClipTrainConfig | None = None, resume: bool = False,
-                       progress: bool = True) -> dict[str, Any]:
-    """Fine-tune both towers; ``best.pt`` / ``last.pt`` in ``out_dir``; returns a summary."""
+def select_rows(manifest: str | Path, domain: str | None, domain_field: str,
+                text_field: str | None, subset: tuple[str, str] | None) -> list[Row]:
+    rows = read_rows(manifest, text_field=text_field, require_text=True)
+    if subset:
+        rows = [r for r in rows if str(r.fields.get(subset[0], "")) == subset[1]]
+    if domain:
+        rows = [r for r in rows if str(r.fields.get(domain_field, "")) == domain]
+    if not rows:
+        raise UsageError(f"{manifest}: no rows with {domain_field}={domain!r}"
+                         + (f" and {subset[0]}={subset[1]!r}" if subset else ""))
+    return rows
+
+
+def finetune_dual(manifest: str | Path, out_dir: str | Path, model: str,
+                  pretrained: str | None = None, domain: str | None = None,
+                  domain_field: str = "domain", text_field: str | None = None,
+                  split_field: str | None = None, val_fraction: float = 0.1,
+                  subset: tuple[str, str] | None = None, config: ClipTrainConfig | None = None,
+                  resume: bool = False, progress: bool = True,
+                  device: str = "cpu") -> dict[str, Any]:
+    """Fine-tune both towers of ``model`` (``hf:ID_OR_PATH`` or ``open_clip:ID``) on a manifest's
+    image–report pairs (optionally one domain); returns a summary with the validation figures
+    before training (``untrained``) and at the best epoch (``val``)."""
     import torch
     from tqdm.auto import tqdm
 
     cfg = config or ClipTrainConfig()
-    rows = read_rows(manifest, text_field=text_field, require_text=True)
-    if domain:
-        rows = [r for r in rows if str(r.fields.get(domain_field, "")) == domain]
-    if not rows:
-        raise UsageError(f"{manifest}: no rows for domain {domain!r}")
+    library, _ = parse_dual_spec(model)
+    rows = select_rows(manifest, domain, domain_field, text_field, subset)
     train, val = (split_rows(rows, split_field=split_field) if split_field
                   else split_rows(rows, val_fraction=val_fraction, seed=cfg.seed))
-    net, preprocess, tokenizer = load_open_clip(model, pretrained)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if len(train) < 2 or not val:
+        raise UsageError(f"{manifest}: {len(train)} training and {len(val)} validation pairs; "
+                         "need at least 2 and 1")
+    torch.manual_seed(cfg.seed)
+    dual = load_dual_model(model, pretrained=pretrained, device=device)
+    opt = torch.optim.AdamW(dual.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad": 0, "history": []}
     if resume and (out / "last.pt").exists():
-        payload = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
-        net.load_state_dict(payload["model"])
+        try:
+            payload = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint reads the same
+            raise MmedragError(f"{out / 'last.pt'}: cannot read checkpoint to resume "
+                               f"({exc})") from exc
+        if payload.get("model_spec") != model:
+            raise UsageError(f"{out / 'last.pt'} was trained from {payload.get('model_spec')!r}, "
+                             f"not {model!r}; resume with the same --model")
+        dual.net.load_state_dict(payload["model"])
         opt.load_state_dict(payload["optimizer"])
         state = payload["state"]
+        torch.set_rng_state(payload["rng"])
     began = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
+    if not state["history"]:
+        untrained = dual_recall(dual, val)
+        state["untrained"] = untrained
+        state["history"].append({"epoch": 0, **untrained})
+    rng = np.random.default_rng(cfg.seed + state["epoch"])
     for epoch in range(state["epoch"], cfg.epochs):
         if state["bad"] >= cfg.patience:
             break
-        net.train()
+        dual.net.train()
         order = rng.permutation(len(train))
         batches = [[train[i] for i in order[s:s + cfg.batch_size]]
                    for s in range(0, len(order), cfg.batch_size)]
-        bar = tqdm(batches, disable=not progress, desc=f"clip epoch {epoch + 1}", unit="batch")
-        losses = [_step(net, preprocess, tokenizer, b, opt) for b in bar if len(b) > 1]
-        metrics = clip_recall(net, preprocess, tokenizer, val)
-        state["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses)), **metrics})
+        bar = tqdm(batches, disable=not progress, desc=f"{library} epoch {epoch + 1}",
+                   unit="batch")
+        losses = [_step(dual, b, opt) for b in bar if len(b) > 1]
+        metrics = dual_recall(dual, val)
+        state["history"].append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4),
+                                 "T": round(1 / float(dual.logit_scale().item()), 4), **metrics})
         state["epoch"] = epoch + 1
         if metrics[cfg.monitor] > state["best"]:
             state.update(best=metrics[cfg.monitor], best_epoch=epoch + 1, bad=0,
                          best_metrics=metrics)
-            torch.save(net.state_dict(), out / "best.pt")
+            dual.save(out / MODEL_DIR)
         else:
             state["bad"] += 1
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "state": state},
-                   out / "last.pt")
-    (out / "config.json").write_text(json.dumps(
-        {"format": "mmedrag-open-clip/1", "model": model, "pretrained": pretrained,
-         "domain": domain, "train": asdict(cfg), "val": state.get("best_metrics", {})}, indent=1))
-    return {"path": str(out), "domain": domain, "train_pairs": len(train), "val_pairs": len(val),
-            "best_epoch": state["best_epoch"], "val": state.get("best_metrics", {}),
+        tmp = out / "last.tmp"
+        torch.save({"model": dual.net.state_dict(), "optimizer": opt.state_dict(),
+                    "state": state, "model_spec": model, "rng": torch.get_rng_state()}, tmp)
+        tmp.replace(out / "last.pt")
+    meta = {"format": FORMAT, "library": library, "model": model, "pretrained": pretrained,
+            "domain": domain, "domain_field": domain_field, "best_epoch": state["best_epoch"],
+            "train": asdict(cfg), "train_pairs": len(train), "val_pairs": len(val),
+            "untrained": state.get("untrained", {}), "val": state.get("best_metrics", {}),
+            "history": state["history"]}
+    (out / META_FILE).write_text(json.dumps(meta, indent=1))
+    return {"path": str(out), "model": model, "library": library, "domain": domain,
+            "train_pairs": len(train), "val_pairs": len(val), "best_epoch": state["best_epoch"],
+            "untrained": state.get("untrained", {}), "val": state.get("best_metrics", {}),
             "seconds": round(time.perf_counter() - began, 1), "history": state["history"]}
+
+
+def finetune_open_clip(manifest: str | Path, out_dir: str | Path, model: str,
+                       pretrained: str | None = None, **options: Any) -> dict[str, Any]:
+    """:func:`finetune_dual` for an open_clip model id (``hf-hub:...`` or an architecture)."""
+    return finetune_dual(manifest, out_dir, f"open_clip:{model}", pretrained=pretrained,
+                         **options)
