@@ -144,3 +144,17 @@ def test_repeated_vectors_are_one_graph_node_and_every_copy_is_found(tmp_path: P
     after = again.search(vectors[100:101], k=3)[0]
     assert len(after) == 3 and "v100" not in {h.id for h in after}
     again.close()
+
+
+def test_search_after_add_then_delete_with_a_built_graph(tmp_path: Path) -> None:
+    """The per-row node map grew with an add; a delete reloads the rows at their true size
+    (the map of the dropped graph must not be copied into a smaller array)."""
+    records, vectors = _data(300)
+    store = _open(tmp_path / "s")
+    store.add(records[:200], vectors[:200])
+    store.build_ann()  # graph built: the node map has 200 rows
+    store.add(records[200:], vectors[200:])  # rows grow by doubling: 400
+    assert store.delete(["v0"]) == 1  # reload at 300 rows
+    hits = store.search(vectors[1:2], k=3)[0]
+    assert hits[0].id == "v1"
+    store.close()

@@ -547,7 +547,8 @@ class EmbeddedStore:
 
     def _load_index(self, kind: str) -> Any:
         self._first_of: dict[bytes, int] = {}
-        self._rep_of = np.full(len(self._alive), -1, dtype=np.int64)
+        # node of each row (HNSW only: IVF-PQ keeps no per-row map, 8 bytes a row at 10M rows)
+        self._rep_of = np.full(len(self._alive) if kind == "hnsw" else 0, -1, dtype=np.int64)
         self._copies: dict[int, list[int]] = {}
         saved = self._read_saved(kind)
         if saved is not None:
@@ -702,7 +703,7 @@ class EmbeddedStore:
         grown = np.zeros(size, dtype=bool)
         grown[:len(self._alive)] = self._alive
         self._alive = grown
-        if hasattr(self, "_rep_of"):
+        if self._ann is not None and self._ann_kind == "hnsw":  # the live graph's node map
             rep = np.full(size, -1, dtype=np.int64)
             rep[:len(self._rep_of)] = self._rep_of
             self._rep_of = rep
