@@ -197,3 +197,31 @@ def test_store_with_vectors_inside_sqlite_is_migrated_once(tmp_path: Path) -> No
     with sqlite3.connect(folder / "store.sqlite") as check:
         assert check.execute("SELECT MAX(LENGTH(vec)) FROM records").fetchone()[0] == 0
     assert EmbeddedStore(folder, dim=DIM, read_only=True).count() == 299
+
+
+def test_ivfpq_delete_in_a_fresh_process_removes_in_place_not_retrains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mmedrag delete`` opens the store cold: the saved IVF-PQ index (older than the delete)
+    drops the deleted rows in place instead of being trained and filled again."""
+    records, vectors = _clustered(3000)
+    store = _ivf(tmp_path / "s")
+    store.add(records, vectors)
+    store.build_ann()
+    store.close()
+    again = _ivf(tmp_path / "s")
+    gone = [r.id for r in records[:300]]
+    assert again.delete(gone) == 300  # nothing loaded yet, as in a fresh CLI process
+
+    def no_training(self: EmbeddedStore) -> None:
+        raise AssertionError("IVF-PQ retrained after a delete")
+
+    monkeypatch.setattr(EmbeddedStore, "_train_ivf", no_training)
+    again.build_ann()
+    meta = json.loads((tmp_path / "s" / "ivfpq.json").read_text())
+    assert meta["epoch"] == "1" and meta["nodes"] == 2700
+    found = {h.id for hits in again.search(vectors[:300], k=10) for h in hits}
+    assert not found & set(gone) and len(found) > 100
+    again.close()
+    reader = _ivf(tmp_path / "s", read_only=True)  # the saved copy agrees: used as it is
+    assert reader.search(vectors[400:401], k=1)[0][0].id == "v400"
+    reader.close()

@@ -562,6 +562,9 @@ class EmbeddedStore:
         expect = self._expect(kind)
         if kind == "ivfpq":
             expect.pop("lists")  # the list count was fixed when the index was trained
+            # an index older than a deletion drops the deleted rows in place (below), never
+            # trained again: a store opened cold by ``mmedrag delete`` keeps its quantizers
+            expect.pop("epoch")
         saved = read_graph(self.path, expect, stem=kind)
         # the index file is replaced before its sidecar: a crash between the two leaves
         # counts that disagree, and the index is rebuilt rather than trusted
@@ -575,8 +578,16 @@ class EmbeddedStore:
                 self._first_of, self._copies = {}, {}
                 self._rep_of[:] = -1
                 return None
-        elif saved[0].ntotal != int(self._alive[:rows].sum()):
-            return None
+        else:
+            if saved[1].get("epoch") != self._expect(kind)["epoch"]:
+                dead = np.flatnonzero(~self._alive[:rows]).astype(np.int64)
+                if len(dead):
+                    saved[0].remove_ids(dead)  # rows are never reused: dead rows only go
+                self._ann_dirty = True
+            # the index holds a subset of the rows below ``rows``: the same count as the live
+            # rows there means exactly the live rows
+            if saved[0].ntotal != int(self._alive[:rows].sum()):
+                return None
         self._ann_covers = rows
         return saved[0]
 
