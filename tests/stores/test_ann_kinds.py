@@ -225,3 +225,33 @@ def test_ivfpq_delete_in_a_fresh_process_removes_in_place_not_retrains(
     reader = _ivf(tmp_path / "s", read_only=True)  # the saved copy agrees: used as it is
     assert reader.search(vectors[400:401], k=1)[0][0].id == "v400"
     reader.close()
+
+
+def test_legacy_migration_writes_runs_of_rows_not_one_fsync_per_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each vector-file write is fsynced: a migration writing row by row takes one fsync per
+    record (hours for a million-row store); contiguous rows go in one write."""
+    from mmedrag.stores.vector_file import VectorFile
+
+    records, vectors = _clustered(300)
+    folder = tmp_path / "s"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "store.sqlite")
+    db.executescript("CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT "
+                     "UNIQUE NOT NULL, domain TEXT NOT NULL DEFAULT '', data TEXT NOT NULL, "
+                     "vec BLOB NOT NULL); CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);")
+    db.executemany("INSERT INTO records (id, domain, data, vec) VALUES (?, ?, ?, ?)",
+                   [(r.id, r.domain, json.dumps(r.to_dict()), v.tobytes())
+                    for r, v in zip(records, vectors, strict=True)])
+    db.execute("DELETE FROM records WHERE id IN ('v5', 'v6')")  # one gap: two runs
+    db.commit()
+    db.close()
+    writes = []
+    original = VectorFile.write
+    monkeypatch.setattr(VectorFile, "write",
+                        lambda self, start, rows: writes.append(len(rows)) or original(
+                            self, start, rows))
+    store = EmbeddedStore(folder, dim=DIM)
+    assert writes == [5, 293]
+    np.testing.assert_array_equal(store.vectors(["v4", "v7", "v299"]), vectors[[4, 7, 299]])
+    store.close()

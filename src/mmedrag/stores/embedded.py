@@ -188,8 +188,12 @@ class EmbeddedStore:
                                     "LIMIT 4096", (last,)).fetchall()
             if not rows:
                 break
-            for seq, blob in rows:
-                self._file.write(seq - 1, np.frombuffer(blob, np.float32)[None, :])
+            # one write (one fsync) per run of consecutive seqs, not per row
+            seqs = np.fromiter((seq for seq, _ in rows), dtype=np.int64, count=len(rows))
+            breaks = np.flatnonzero(np.diff(seqs) != 1) + 1
+            for run in np.split(np.arange(len(rows)), breaks):
+                block = np.stack([np.frombuffer(rows[i][1], np.float32) for i in run.tolist()])
+                self._file.write(int(seqs[run[0]]) - 1, block)
             last = rows[-1][0]
         with self._db:
             self._db.execute("UPDATE records SET vec = x''")
