@@ -440,15 +440,23 @@ class EmbeddedStore:
     def _column(self, key: str) -> _Codes | None:
         if key == "domain":
             return self._domain
-        if key in _RESERVED or '"' in key:
+        if key in _RESERVED:
             return None
         if key not in self._meta_columns:
             column = _Codes()
-            path = f'$.meta."{key}"'
             seqs, values = [], []
-            for seq, kind, value in self._db.execute(
+            if '"' in key:  # a quoted JSON-path label cannot hold '"': read the meta objects
+                for seq, meta in self._db.execute(
+                        "SELECT seq, json_extract(data, '$.meta') FROM records WHERE seq <= ?",
+                        (self._max_seq,)):
+                    value = json.loads(meta).get(key) if meta else None
+                    if isinstance(value, (str, int, float, bool)):
+                        seqs.append(seq - 1)
+                        values.append(value)
+            path = f'$.meta."{key}"'
+            for seq, kind, value in (() if '"' in key else self._db.execute(
                     "SELECT seq, json_type(data, ?), json_extract(data, ?) FROM records "
-                    "WHERE seq <= ?", (path, path, self._max_seq)):
+                    "WHERE seq <= ?", (path, path, self._max_seq))):
                 if kind in ("text", "integer", "real", "true", "false"):
                     seqs.append(seq - 1)
                     values.append(bool(value) if kind in ("true", "false") else value)
