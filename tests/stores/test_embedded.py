@@ -171,3 +171,18 @@ def test_meta_keys_with_quotes_or_dots_filter_like_any_other(tmp_path: Path) -> 
     assert store.count({"a.b": [1, 2]}) == 2
     assert store.count({"flag": True}) == 1 and store.count({"flag": False}) == 1
     store.close()
+
+
+def test_filter_value_none_matches_records_without_the_key(tmp_path: Path) -> None:
+    """As before the vector file (and as ``matches``): ``{"split": None}`` keeps the records
+    that lack ``split`` (or hold null or a list there) once any record has the key."""
+    store = _open(tmp_path / "s")
+    records = [Record(id="x", text="t", meta={"split": "dev"}),
+               Record(id="y", text="u", meta={}),
+               Record(id="z", text="v", meta={"split": None})]
+    store.add(records, np.eye(3, DIM, dtype=np.float32))
+    assert store.count({"split": None}) == 2
+    assert store.count({"split": [None, "dev"]}) == 3
+    hits = store.search(np.eye(1, DIM, dtype=np.float32), k=3, filters={"split": None})[0]
+    assert sorted(h.id for h in hits) == ["y", "z"]
+    store.close()

@@ -80,6 +80,8 @@ class _Codes:
     def mask(self, allowed: Any, size: int) -> np.ndarray:
         values = allowed if isinstance(allowed, (list, tuple, set)) else [allowed]
         wanted = [self.vocab[v] for v in values if v in self.vocab]
+        if self.vocab and any(v is None for v in values):
+            wanted.append(-1)  # None: rows without a value (a key some record has)
         column = self.codes[:size]
         if len(column) < size:
             column = np.concatenate([column, np.full(size - len(column), -1, np.int32)])
