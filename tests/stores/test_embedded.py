@@ -164,10 +164,12 @@ def test_meta_keys_with_quotes_or_dots_filter_like_any_other(tmp_path: Path) -> 
     """Filter columns are read from SQLite by JSON path; a key holding a double quote (which a
     quoted path label cannot hold) or a dot still filters as the reference ``matches`` does."""
     store = _open(tmp_path / "s")
-    records = [Record(id="x", text="t", meta={'say "hi"': "yes", "a.b": 1, "flag": True}),
+    records = [Record(id="x", text="t", meta={'say "hi"': "yes", "a.b": 1, "flag": True,
+                                              "c:\\dir": "x", "tab\tkey": 3}),
                Record(id="y", text="u", meta={'say "hi"': "no", "a.b": 2, "flag": False})]
     store.add(records, np.eye(2, DIM, dtype=np.float32))
-    assert store.count({'say "hi"': "yes"}) == 1
+    assert store.count({'say "hi"': "yes"}) == 1 and store.count({"c:\\dir": "x"}) == 1
+    assert store.count({"tab\tkey": 3}) == 1
     assert store.count({"a.b": [1, 2]}) == 2
     assert store.count({"flag": True}) == 1 and store.count({"flag": False}) == 1
     store.close()

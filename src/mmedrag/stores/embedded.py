@@ -447,7 +447,10 @@ class EmbeddedStore:
         if key not in self._meta_columns:
             column = _Codes()
             seqs, values = [], []
-            if '"' in key:  # a quoted JSON-path label cannot hold '"': read the meta objects
+            # a JSON-path label matches the key as stored: keys that JSON escapes ('"', '\\',
+            # control characters) are read from the meta objects instead
+            by_path = json.dumps(key, ensure_ascii=False)[1:-1] == key
+            if not by_path:
                 for seq, meta in self._db.execute(
                         "SELECT seq, json_extract(data, '$.meta') FROM records WHERE seq <= ?",
                         (self._max_seq,)):
@@ -456,7 +459,7 @@ class EmbeddedStore:
                         seqs.append(seq - 1)
                         values.append(value)
             path = f'$.meta."{key}"'
-            for seq, kind, value in (() if '"' in key else self._db.execute(
+            for seq, kind, value in (() if not by_path else self._db.execute(
                     "SELECT seq, json_type(data, ?), json_extract(data, ?) FROM records "
                     "WHERE seq <= ?", (path, path, self._max_seq))):
                 if kind in ("text", "integer", "real", "true", "false"):
