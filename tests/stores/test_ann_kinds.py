@@ -255,3 +255,19 @@ def test_legacy_migration_writes_runs_of_rows_not_one_fsync_per_row(
     assert writes == [5, 293]
     np.testing.assert_array_equal(store.vectors(["v4", "v7", "v299"]), vectors[[4, 7, 299]])
     store.close()
+
+
+def test_add_never_overwrites_committed_vectors_when_sqlite_sequence_lags(
+        tmp_path: Path) -> None:
+    """Rows are placed at ``sqlite_sequence`` + 1; a database whose sequence row was lost or
+    lags (a dump/recover, a hand edit) must not put a new batch over committed vectors."""
+    records, vectors = _clustered(20)
+    store = EmbeddedStore(tmp_path / "s", dim=DIM)
+    store.add(records[:10], vectors[:10])
+    store.close()
+    with sqlite3.connect(tmp_path / "s" / "store.sqlite") as db:
+        db.execute("DELETE FROM sqlite_sequence")
+    again = EmbeddedStore(tmp_path / "s", dim=DIM)
+    assert again.add(records[10:], vectors[10:]) == 10
+    np.testing.assert_array_equal(again.vectors([r.id for r in records]), vectors)
+    again.close()

@@ -179,8 +179,10 @@ class EmbeddedStore:
         return int(row[0] or 0)
 
     def _next_seq(self) -> int:
+        """The seq the next record takes; never at or below a committed one (a lost or lagging
+        ``sqlite_sequence`` row must not place a batch's vectors over committed rows)."""
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='records'").fetchone()
-        return int(row[0]) + 1 if row else 1
+        return max(int(row[0]) + 1 if row else 1, self._committed_rows() + 1)
 
     def _migrate_legacy(self) -> None:
         """Move vectors stored inside SQLite (mmedrag ≤ 0.4) to the vector file, once."""
