@@ -95,11 +95,12 @@ def _rebuild_store(folder: Path, dim: int, options: dict[str, Any]) -> dict[str,
     vectors: dict[int, np.ndarray] = {}
     for name, np_dtype in DTYPES.values():
         if name in moved and moved[name].stat().st_size >= dim * np.dtype(np_dtype).itemsize:
-            old = np.memmap(moved[name], dtype=np_dtype, mode="r")
-            usable = len(old) // dim
+            # whole rows only: a file cut mid-row is not a multiple of the dtype's size
+            usable = moved[name].stat().st_size // (dim * np.dtype(np_dtype).itemsize)
+            old = np.memmap(moved[name], dtype=np_dtype, mode="r", shape=(usable, dim))
             for seq, *_rest, blob in rows:
                 if not blob and seq - 1 < usable:
-                    vectors[seq] = np.asarray(old[(seq - 1) * dim:seq * dim], np.float32)
+                    vectors[seq] = np.asarray(old[seq - 1], np.float32)
     kept, lost = [], 0
     for seq, _id, _domain, data, blob in rows:
         vector = np.frombuffer(blob, np.float32) if blob else vectors.get(seq)

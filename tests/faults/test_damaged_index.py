@@ -100,3 +100,21 @@ def test_fewer_records_than_index_json_says_is_damage(damaged: Path) -> None:
     (damaged / "index.json").write_text(json.dumps(meta))
     out = run("info", "--index", str(damaged), "--json")
     assert out.returncode == 1 and "holds 36 records but index.json says 665" in out.stderr
+
+
+def test_repair_salvages_a_vector_file_cut_mid_row(tmp_path: Path) -> None:
+    """A vector file cut at any byte (not a multiple of the dtype's size) is damage repair
+    salvages: the whole rows are kept, the cut record is left for --resume."""
+    from mmedrag.index_repair import _rebuild_store
+
+    folder, dim = tmp_path / "text", 8
+    store = EmbeddedStore(folder, dim=dim)
+    vectors = np.eye(10, dim, dtype=np.float32) + 0.1
+    store.add([Record(id=f"r{i}", text="t") for i in range(10)], vectors)
+    store.close()
+    os.truncate(folder / "vectors.f32", 9 * dim * 4 + 3)
+    report = _rebuild_store(folder, dim, {})
+    assert report == {"salvaged": 9, "without_vector": 1}
+    again = EmbeddedStore(folder, dim=dim)
+    np.testing.assert_allclose(again.vectors([f"r{i}" for i in range(9)]), vectors[:9])
+    again.close()

@@ -117,3 +117,39 @@ def test_embeddings_from_another_model_are_refused(tmp_path, corpus, capsys) -> 
     assert "give --embeddings-model NAME" in capsys.readouterr().err
     (tmp_path / "emb.json").write_text(json.dumps({"model": "hashing"}))  # or a sidecar
     assert _index(tmp_path, path, *args) == 0
+
+
+@pytest.mark.parametrize("form", ["npz", "npy-ids"])
+def test_ids_saved_as_bytes_are_the_ids_themselves(tmp_path, form: str) -> None:
+    """An ids array of dtype bytes (``S``; what h5py and many converters write) holds the ids,
+    not their ``repr`` (``"b'pmid1'"``); non-ASCII ids arrive as UTF-8 bytes."""
+    from mmedrag.ingest.embeddings import PrecomputedEmbeddings
+    from mmedrag.records import Record
+
+    ids = ["pmid1", "ré-2"]
+    raw = np.array([i.encode("utf-8") for i in ids])  # dtype S
+    vectors = np.eye(2, dtype=np.float32)
+    if form == "npz":
+        np.savez(tmp_path / "e.npz", embeddings=vectors, ids=raw)
+        source = PrecomputedEmbeddings(tmp_path / "e.npz", model="m")
+    else:
+        np.save(tmp_path / "e.npy", vectors)
+        np.save(tmp_path / "ids.npy", raw)
+        source = PrecomputedEmbeddings(tmp_path / "e.npy", tmp_path / "ids.npy", model="m")
+    records = [Record(id=i, text="t") for i in reversed(ids)]
+    source.start(records)
+    np.testing.assert_allclose(source.vectors(records), vectors[::-1])
+
+
+def test_extra_ids_are_found_when_the_corpus_repeats_an_id(tmp_path) -> None:
+    """A corpus listing one id twice still has one record for it: an embedding row whose id
+    is in no record is refused, not hidden by the repeat."""
+    from mmedrag.errors import InputError
+    from mmedrag.ingest.embeddings import PrecomputedEmbeddings
+    from mmedrag.records import Record
+
+    np.savez(tmp_path / "e.npz", embeddings=np.eye(2, dtype=np.float32),
+             ids=np.array(["a", "extra"]))
+    source = PrecomputedEmbeddings(tmp_path / "e.npz", model="m")
+    with pytest.raises(InputError, match="1 embedding id.*e.g. 'extra'"):
+        source.start([Record(id="a", text="t"), Record(id="a", text="t")])

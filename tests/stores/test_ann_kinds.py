@@ -197,3 +197,77 @@ def test_store_with_vectors_inside_sqlite_is_migrated_once(tmp_path: Path) -> No
     with sqlite3.connect(folder / "store.sqlite") as check:
         assert check.execute("SELECT MAX(LENGTH(vec)) FROM records").fetchone()[0] == 0
     assert EmbeddedStore(folder, dim=DIM, read_only=True).count() == 299
+
+
+def test_ivfpq_delete_in_a_fresh_process_removes_in_place_not_retrains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mmedrag delete`` opens the store cold: the saved IVF-PQ index (older than the delete)
+    drops the deleted rows in place instead of being trained and filled again."""
+    records, vectors = _clustered(3000)
+    store = _ivf(tmp_path / "s")
+    store.add(records, vectors)
+    store.build_ann()
+    store.close()
+    again = _ivf(tmp_path / "s")
+    gone = [r.id for r in records[:300]]
+    assert again.delete(gone) == 300  # nothing loaded yet, as in a fresh CLI process
+
+    def no_training(self: EmbeddedStore) -> None:
+        raise AssertionError("IVF-PQ retrained after a delete")
+
+    monkeypatch.setattr(EmbeddedStore, "_train_ivf", no_training)
+    again.build_ann()
+    meta = json.loads((tmp_path / "s" / "ivfpq.json").read_text())
+    assert meta["epoch"] == "1" and meta["nodes"] == 2700
+    found = {h.id for hits in again.search(vectors[:300], k=10) for h in hits}
+    assert not found & set(gone) and len(found) > 100
+    again.close()
+    reader = _ivf(tmp_path / "s", read_only=True)  # the saved copy agrees: used as it is
+    assert reader.search(vectors[400:401], k=1)[0][0].id == "v400"
+    reader.close()
+
+
+def test_legacy_migration_writes_runs_of_rows_not_one_fsync_per_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each vector-file write is fsynced: a migration writing row by row takes one fsync per
+    record (hours for a million-row store); contiguous rows go in one write."""
+    from mmedrag.stores.vector_file import VectorFile
+
+    records, vectors = _clustered(300)
+    folder = tmp_path / "s"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "store.sqlite")
+    db.executescript("CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT "
+                     "UNIQUE NOT NULL, domain TEXT NOT NULL DEFAULT '', data TEXT NOT NULL, "
+                     "vec BLOB NOT NULL); CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);")
+    db.executemany("INSERT INTO records (id, domain, data, vec) VALUES (?, ?, ?, ?)",
+                   [(r.id, r.domain, json.dumps(r.to_dict()), v.tobytes())
+                    for r, v in zip(records, vectors, strict=True)])
+    db.execute("DELETE FROM records WHERE id IN ('v5', 'v6')")  # one gap: two runs
+    db.commit()
+    db.close()
+    writes = []
+    original = VectorFile.write
+    monkeypatch.setattr(VectorFile, "write",
+                        lambda self, start, rows: writes.append(len(rows)) or original(
+                            self, start, rows))
+    store = EmbeddedStore(folder, dim=DIM)
+    assert writes == [5, 293]
+    np.testing.assert_array_equal(store.vectors(["v4", "v7", "v299"]), vectors[[4, 7, 299]])
+    store.close()
+
+
+def test_add_never_overwrites_committed_vectors_when_sqlite_sequence_lags(
+        tmp_path: Path) -> None:
+    """Rows are placed at ``sqlite_sequence`` + 1; a database whose sequence row was lost or
+    lags (a dump/recover, a hand edit) must not put a new batch over committed vectors."""
+    records, vectors = _clustered(20)
+    store = EmbeddedStore(tmp_path / "s", dim=DIM)
+    store.add(records[:10], vectors[:10])
+    store.close()
+    with sqlite3.connect(tmp_path / "s" / "store.sqlite") as db:
+        db.execute("DELETE FROM sqlite_sequence")
+    again = EmbeddedStore(tmp_path / "s", dim=DIM)
+    assert again.add(records[10:], vectors[10:]) == 10
+    np.testing.assert_array_equal(again.vectors([r.id for r in records]), vectors)
+    again.close()

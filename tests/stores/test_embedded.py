@@ -144,3 +144,47 @@ def test_repeated_vectors_are_one_graph_node_and_every_copy_is_found(tmp_path: P
     after = again.search(vectors[100:101], k=3)[0]
     assert len(after) == 3 and "v100" not in {h.id for h in after}
     again.close()
+
+
+def test_search_after_add_then_delete_with_a_built_graph(tmp_path: Path) -> None:
+    """The per-row node map grew with an add; a delete reloads the rows at their true size
+    (the map of the dropped graph must not be copied into a smaller array)."""
+    records, vectors = _data(300)
+    store = _open(tmp_path / "s")
+    store.add(records[:200], vectors[:200])
+    store.build_ann()  # graph built: the node map has 200 rows
+    store.add(records[200:], vectors[200:])  # rows grow by doubling: 400
+    assert store.delete(["v0"]) == 1  # reload at 300 rows
+    hits = store.search(vectors[1:2], k=3)[0]
+    assert hits[0].id == "v1"
+    store.close()
+
+
+def test_meta_keys_with_quotes_or_dots_filter_like_any_other(tmp_path: Path) -> None:
+    """Filter columns are read from SQLite by JSON path; a key holding a double quote (which a
+    quoted path label cannot hold) or a dot still filters as the reference ``matches`` does."""
+    store = _open(tmp_path / "s")
+    records = [Record(id="x", text="t", meta={'say "hi"': "yes", "a.b": 1, "flag": True,
+                                              "c:\\dir": "x", "tab\tkey": 3}),
+               Record(id="y", text="u", meta={'say "hi"': "no", "a.b": 2, "flag": False})]
+    store.add(records, np.eye(2, DIM, dtype=np.float32))
+    assert store.count({'say "hi"': "yes"}) == 1 and store.count({"c:\\dir": "x"}) == 1
+    assert store.count({"tab\tkey": 3}) == 1
+    assert store.count({"a.b": [1, 2]}) == 2
+    assert store.count({"flag": True}) == 1 and store.count({"flag": False}) == 1
+    store.close()
+
+
+def test_filter_value_none_matches_records_without_the_key(tmp_path: Path) -> None:
+    """As before the vector file (and as ``matches``): ``{"split": None}`` keeps the records
+    that lack ``split`` (or hold null or a list there) once any record has the key."""
+    store = _open(tmp_path / "s")
+    records = [Record(id="x", text="t", meta={"split": "dev"}),
+               Record(id="y", text="u", meta={}),
+               Record(id="z", text="v", meta={"split": None})]
+    store.add(records, np.eye(3, DIM, dtype=np.float32))
+    assert store.count({"split": None}) == 2
+    assert store.count({"split": [None, "dev"]}) == 3
+    hits = store.search(np.eye(1, DIM, dtype=np.float32), k=3, filters={"split": None})[0]
+    assert sorted(h.id for h in hits) == ["y", "z"]
+    store.close()

@@ -92,7 +92,7 @@ class PrecomputedEmbeddings:
                     if "embeddings" not in bundle or "ids" not in bundle:
                         raise InputError("an .npz needs 'embeddings' and 'ids' arrays, has "
                                          f"{sorted(bundle.files)}", path=where)
-                    return bundle["embeddings"], bundle["ids"].tolist()
+                    return bundle["embeddings"], [_as_id(i) for i in bundle["ids"].tolist()]
             matrix = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise InputError(f"not a readable .npy/.npz array ({exc})", path=where) from None
@@ -126,10 +126,11 @@ class PrecomputedEmbeddings:
     def start(self, records: list[Record]) -> None:
         """Check the file against the whole corpus before anything is written."""
         rows = self._rows(records)
-        if self.strict_ids and len(rows) < self.row_count:
+        covered = len(np.unique(rows))  # a corpus id listed twice is still one row
+        if self.strict_ids and covered < self.row_count:
             known = {r.id for r in records}
             extra = next(i.decode() for i in self.ids if i.decode() not in known)
-            raise InputError(f"{self.row_count - len(rows)} embedding id(s) are not in the "
+            raise InputError(f"{self.row_count - covered} embedding id(s) are not in the "
                              f"corpus, e.g. {extra!r}", path=str(self.path))
         for start in range(0, self.row_count, _BLOCK):
             block = np.asarray(self.matrix[start:start + _BLOCK], dtype=np.float32)
@@ -150,13 +151,19 @@ class PrecomputedEmbeddings:
         return block / np.linalg.norm(block, axis=1, keepdims=True)
 
 
+def _as_id(value: Any) -> str:
+    """An id read from an array: bytes (dtype ``S``, as h5py and converters write) are UTF-8
+    text, not ``"b'...'"``."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def _read_ids(path: Path) -> list[str]:
     where = str(path)
     if not path.is_file():
         raise InputError("ids file not found", path=where)
     try:
         if path.suffix == ".npy":
-            return [str(i) for i in np.load(path, allow_pickle=False).tolist()]
+            return [_as_id(i) for i in np.load(path, allow_pickle=False).tolist()]
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(data, list):

@@ -5,10 +5,10 @@ Kinds (``store.options.kind``):
 ``hnsw``   FAISS HNSW over float32 copies of the distinct vectors (one node per distinct vector;
            rows sharing it are found through their node). Best recall and latency; RAM grows
            with ``rows × (4·dim + 8·M)`` bytes, so it is the kind for small and mid indexes.
-``ivfpq``  FAISS IVF (an HNSW coarse quantizer over ``lists`` centroids) with product-quantised
-           codes of ``pq_m`` bytes per vector; the ``rerank`` best candidates are re-scored
-           exactly from the memory-mapped vector file. RAM ≈ ``rows × (pq_m + 8)`` bytes plus
-           the centroids, whatever the dimension. Trained on a sample, filled in blocks.
+``ivfpq``  FAISS IVF (a coarse quantizer over ``lists`` centroids, HNSW from 256 lists) with
+           product-quantised codes of ``pq_m`` bytes per vector; the ``rerank`` best candidates
+           are re-scored exactly from the memory-mapped vector file. RAM ≈ ``rows × (pq_m + 8)``
+           bytes plus the centroids, whatever the dimension. Trained on a sample, filled in blocks.
 ``flat``   No ANN: exact search over the memory-mapped vectors (blockwise).
 ``auto``   ``hnsw`` below ``ivf_above`` rows (default 1,000,000), ``ivfpq`` from there on.
 

@@ -80,6 +80,8 @@ class _Codes:
     def mask(self, allowed: Any, size: int) -> np.ndarray:
         values = allowed if isinstance(allowed, (list, tuple, set)) else [allowed]
         wanted = [self.vocab[v] for v in values if v in self.vocab]
+        if self.vocab and any(v is None for v in values):
+            wanted.append(-1)  # None: rows without a value (a key some record has)
         column = self.codes[:size]
         if len(column) < size:
             column = np.concatenate([column, np.full(size - len(column), -1, np.int32)])
@@ -177,8 +179,10 @@ class EmbeddedStore:
         return int(row[0] or 0)
 
     def _next_seq(self) -> int:
+        """The seq the next record takes; never at or below a committed one (a lost or lagging
+        ``sqlite_sequence`` row must not place a batch's vectors over committed rows)."""
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='records'").fetchone()
-        return int(row[0]) + 1 if row else 1
+        return max(int(row[0]) + 1 if row else 1, self._committed_rows() + 1)
 
     def _migrate_legacy(self) -> None:
         """Move vectors stored inside SQLite (mmedrag ≤ 0.4) to the vector file, once."""
@@ -188,8 +192,12 @@ class EmbeddedStore:
                                     "LIMIT 4096", (last,)).fetchall()
             if not rows:
                 break
-            for seq, blob in rows:
-                self._file.write(seq - 1, np.frombuffer(blob, np.float32)[None, :])
+            # one write (one fsync) per run of consecutive seqs, not per row
+            seqs = np.fromiter((seq for seq, _ in rows), dtype=np.int64, count=len(rows))
+            breaks = np.flatnonzero(np.diff(seqs) != 1) + 1
+            for run in np.split(np.arange(len(rows)), breaks):
+                block = np.stack([np.frombuffer(rows[i][1], np.float32) for i in run.tolist()])
+                self._file.write(int(seqs[run[0]]) - 1, block)
             last = rows[-1][0]
         with self._db:
             self._db.execute("UPDATE records SET vec = x''")
@@ -436,15 +444,26 @@ class EmbeddedStore:
     def _column(self, key: str) -> _Codes | None:
         if key == "domain":
             return self._domain
-        if key in _RESERVED or '"' in key:
+        if key in _RESERVED:
             return None
         if key not in self._meta_columns:
             column = _Codes()
-            path = f'$.meta."{key}"'
             seqs, values = [], []
-            for seq, kind, value in self._db.execute(
+            # a JSON-path label matches the key as stored: keys that JSON escapes ('"', '\\',
+            # control characters) are read from the meta objects instead
+            by_path = json.dumps(key, ensure_ascii=False)[1:-1] == key
+            if not by_path:
+                for seq, meta in self._db.execute(
+                        "SELECT seq, json_extract(data, '$.meta') FROM records WHERE seq <= ?",
+                        (self._max_seq,)):
+                    value = json.loads(meta).get(key) if meta else None
+                    if isinstance(value, (str, int, float, bool)):
+                        seqs.append(seq - 1)
+                        values.append(value)
+            path = f'$.meta."{key}"'
+            for seq, kind, value in (() if not by_path else self._db.execute(
                     "SELECT seq, json_type(data, ?), json_extract(data, ?) FROM records "
-                    "WHERE seq <= ?", (path, path, self._max_seq)):
+                    "WHERE seq <= ?", (path, path, self._max_seq))):
                 if kind in ("text", "integer", "real", "true", "false"):
                     seqs.append(seq - 1)
                     values.append(bool(value) if kind in ("true", "false") else value)
@@ -547,7 +566,8 @@ class EmbeddedStore:
 
     def _load_index(self, kind: str) -> Any:
         self._first_of: dict[bytes, int] = {}
-        self._rep_of = np.full(len(self._alive), -1, dtype=np.int64)
+        # node of each row (HNSW only: IVF-PQ keeps no per-row map, 8 bytes a row at 10M rows)
+        self._rep_of = np.full(len(self._alive) if kind == "hnsw" else 0, -1, dtype=np.int64)
         self._copies: dict[int, list[int]] = {}
         saved = self._read_saved(kind)
         if saved is not None:
@@ -561,6 +581,9 @@ class EmbeddedStore:
         expect = self._expect(kind)
         if kind == "ivfpq":
             expect.pop("lists")  # the list count was fixed when the index was trained
+            # an index older than a deletion drops the deleted rows in place (below), never
+            # trained again: a store opened cold by ``mmedrag delete`` keeps its quantizers
+            expect.pop("epoch")
         saved = read_graph(self.path, expect, stem=kind)
         # the index file is replaced before its sidecar: a crash between the two leaves
         # counts that disagree, and the index is rebuilt rather than trusted
@@ -574,8 +597,16 @@ class EmbeddedStore:
                 self._first_of, self._copies = {}, {}
                 self._rep_of[:] = -1
                 return None
-        elif saved[0].ntotal != int(self._alive[:rows].sum()):
-            return None
+        else:
+            if saved[1].get("epoch") != self._expect(kind)["epoch"]:
+                dead = np.flatnonzero(~self._alive[:rows]).astype(np.int64)
+                if len(dead):
+                    saved[0].remove_ids(dead)  # rows are never reused: dead rows only go
+                self._ann_dirty = True
+            # the index holds a subset of the rows below ``rows``: the same count as the live
+            # rows there means exactly the live rows
+            if saved[0].ntotal != int(self._alive[:rows].sum()):
+                return None
         self._ann_covers = rows
         return saved[0]
 
@@ -702,7 +733,7 @@ class EmbeddedStore:
         grown = np.zeros(size, dtype=bool)
         grown[:len(self._alive)] = self._alive
         self._alive = grown
-        if hasattr(self, "_rep_of"):
+        if self._ann is not None and self._ann_kind == "hnsw":  # the live graph's node map
             rep = np.full(size, -1, dtype=np.int64)
             rep[:len(self._rep_of)] = self._rep_of
             self._rep_of = rep

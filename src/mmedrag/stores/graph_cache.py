@@ -5,7 +5,8 @@ when it checks out.
 its sidecar ``hnsw.json`` then records the digest, the number of store rows the graph covers,
 its node count, HNSW ``M``, the vector dimension, the delete epoch and the graph format. On
 open, any disagreement — a flipped bit (digest), a sidecar from another build (rows, nodes,
-dim, M, epoch, format), a torn or missing file — means the graph is rebuilt from SQLite.
+dim, M, epoch, format), a torn or missing file — means the graph is rebuilt from SQLite (an
+IVF-PQ index older than a deletion instead drops the deleted rows on load: ``embedded.py``).
 
 Example:
     >>> read_graph(Path("/nonexistent"), {"m": 32}) is None
