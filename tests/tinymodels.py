@@ -156,3 +156,52 @@ def tiny_mmproj(path: Path, text_dim: int = 576, width: int = 32, image_size: in
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def save_tiny_llava(folder: Path, tokenizer, vocab: dict[str, int], chat: str,  # noqa: ANN001
+                    **text_config: int) -> Path:
+    """A 2-layer Llama with a 1-layer CLIP tower (28 px images, 4 image tokens) and its
+    processor, saved to ``folder`` (``text_config`` overrides, e.g. ``bos_token_id``)."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 28},
+                                           crop_size={"height": 28, "width": 28}),
+        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
+        chat_template=chat, image_token="<image>", num_additional_image_tokens=1)
+    torch.manual_seed(0)
+    text = {"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 1, **text_config}
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, image_size=28, patch_size=14),
+        text_config=LlamaConfig(**text),
+        image_token_index=vocab["<image>"], vision_feature_select_strategy="default")
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def write_split_sample(sample_dir: Path, folder: Path) -> Path:
+    """The shipped sample with a split field: 4 of each domain's 12 pairs are dev (a by-case
+    split: every sample pair is its own case); returns the new pairs.jsonl."""
+    import shutil
+
+    shutil.copytree(sample_dir / "images", folder / "images")
+    rows = [json.loads(line) for line in (sample_dir / "pairs.jsonl").read_text().splitlines()]
+    seen: dict[str, int] = {}
+    with (folder / "pairs.jsonl").open("w") as out:
+        for row in rows:
+            n = seen[row["domain"]] = seen.get(row["domain"], 0) + 1
+            row["split"] = "dev" if n <= 4 else "train"
+            out.write(json.dumps(row) + "\n")
+    return folder / "pairs.jsonl"

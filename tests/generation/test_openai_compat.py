@@ -4,17 +4,15 @@ shipped SmolLM2 GGUF) plus a tiny local HTTP server that fails before it succeed
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 from PIL import Image
 
+from generation.llama_server import free_port as _free_port
+from generation.llama_server import llama_server as start_llama_server
 from mmedrag.generation.openai_compat import GenerationError, OpenAICompatGenerator, with_images
 from mmedrag.generation.protocol import GenerationParams
 
@@ -24,45 +22,11 @@ pytest.importorskip("sse_starlette", reason="needs llama-cpp-python[server]")
 QUESTION = [{"role": "user", "content": "Say the word hello."}]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):  # noqa: ANN001, ANN201
-    from mmedrag.generation.llama_cpp import default_gguf
-
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    log = open(log_path, "w")  # noqa: SIM115 - a file, not a pipe: llama.cpp logs a lot
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "1"],
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not answer /v1/models within 90 s")
-            time.sleep(0.3)
+    with start_llama_server(log_path, "--n_ctx", "1024") as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def test_chat_completion_with_usage_and_logprobs(llama_server) -> None:

@@ -7,16 +7,13 @@ encoded by llama.cpp's multimodal library, and changes what the model computes."
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 from tinymodels import tiny_mmproj
 
+from generation.llama_server import llama_server
 from mmedrag.config import Component, Config
 from mmedrag.generation.openai_compat import OpenAICompatGenerator
 from mmedrag.generation.protocol import GenerationParams
@@ -33,41 +30,12 @@ BLACK = Image.new("RGB", (64, 64), (0, 0, 0))
 
 @pytest.fixture(scope="module")
 def vision_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    from generation.test_openai_compat import _free_port
-    from mmedrag.generation.llama_cpp import default_gguf
-
     folder = tmp_path_factory.mktemp("vision-server")
     mmproj = tiny_mmproj(folder / "mmproj.gguf")
-    port = _free_port()
     log_path = folder / "server.log"
-    log = open(log_path, "w")  # noqa: SIM115 - a file, not a pipe: llama.cpp logs a lot
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf()),
-         "--clip_model_path", str(mmproj), "--chat_format", "llava-1-5",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1"],
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not answer /v1/models within 90 s")
-            time.sleep(0.3)
+    with llama_server(log_path, "--clip_model_path", str(mmproj), "--chat_format", "llava-1-5",
+                      "--n_ctx", "2048") as base:
         yield base, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def _encoded_images(log_path: Path) -> int:

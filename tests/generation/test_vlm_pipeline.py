@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tinymodels import CHAT, word_tokenizer
+from tinymodels import CHAT, save_tiny_llava, word_tokenizer
 
 from mmedrag.config import Component, Config
 from mmedrag.pipeline import Pipeline
@@ -19,38 +19,13 @@ QUESTION = "Is there a lesion in this scan?"
 
 
 def _tiny_llava(folder: Path, words: list[str]) -> Path:
-    import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
     tokenizer, vocab = word_tokenizer(words, whitespace=True,
                                       extra_special=["<user>", "<assistant>", "<system>",
                                                      "<image>"])
     tokenizer._tokenizer.post_processor = None  # the chat template places </s> itself
     tokenizer.chat_template = CHAT
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 28},
-                                           crop_size={"height": 28, "width": 28}),
-        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
-        chat_template=CHAT, image_token="<image>", num_additional_image_tokens=1)
-    torch.manual_seed(0)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                       num_attention_heads=2, image_size=28, patch_size=14),
-        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, pad_token_id=0, eos_token_id=1,
-                                bos_token_id=3, max_position_embeddings=4096),
-        image_token_index=vocab["<image>"], vision_feature_select_strategy="default")
-    LlavaForConditionalGeneration(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_tiny_llava(folder, tokenizer, vocab, CHAT, bos_token_id=3,
+                           max_position_embeddings=4096)
 
 
 def _teach(generator, lessons: list[tuple[list[dict], object, str]], steps: int = 300) -> float:  # noqa: ANN001

@@ -8,11 +8,10 @@ PyPI's torch + torchvision pair, see ``.ci/run``) with ``-m open_clip``, and ski
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from tinymodels import TINY_OPEN_CLIP, tiny_open_clip
+from tinymodels import TINY_OPEN_CLIP, tiny_open_clip, write_split_sample
 
 from mmedrag.cli.main import main
 from mmedrag.errors import MmedragError
@@ -23,16 +22,7 @@ open_clip = pytest.importorskip("open_clip")
 
 @pytest.fixture(scope="module")
 def split_sample(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("split")
-    shutil.copytree(sample_dir / "images", folder / "images")
-    rows = [json.loads(line) for line in (sample_dir / "pairs.jsonl").read_text().splitlines()]
-    seen: dict[str, int] = {}
-    with (folder / "pairs.jsonl").open("w") as out:
-        for row in rows:
-            n = seen[row["domain"]] = seen.get(row["domain"], 0) + 1
-            row["split"] = "dev" if n <= 4 else "train"
-            out.write(json.dumps(row) + "\n")
-    return folder / "pairs.jsonl"
+    return write_split_sample(sample_dir, tmp_path_factory.mktemp("split"))
 
 
 def test_missing_model_is_a_clear_error(sample_dir: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+from tinymodels import save_tiny_llava
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
@@ -200,15 +201,7 @@ def test_smollm2_from_gguf_trains_and_reloads(tmp_path: Path) -> None:
 def _tiny_llava(folder: Path) -> Path:
     """A 2-layer Llama with a 1-layer CLIP tower (28 px images, 4 image tokens) and processor."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import PreTrainedTokenizerFast
 
     special = ["<pad>", "</s>", "<unk>", "<user>", "<assistant>", "<image>"]
     vocab = {tok: i for i, tok in enumerate(special + WORDS + list("[]0123456789.,?:"))}
@@ -222,23 +215,7 @@ def _tiny_llava(folder: Path) -> Path:
             "<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}</s>{% endfor %}"
             "{% if add_generation_prompt %}<assistant>{% endif %}")
     tokenizer.chat_template = chat
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 28},
-                                           crop_size={"height": 28, "width": 28}),
-        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
-        chat_template=chat, image_token="<image>", num_additional_image_tokens=1)
-    torch.manual_seed(0)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                       num_attention_heads=2, image_size=28, patch_size=14),
-        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, pad_token_id=0, eos_token_id=1,
-                                bos_token_id=1),
-        image_token_index=vocab["<image>"], vision_feature_select_strategy="default")
-    LlavaForConditionalGeneration(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_tiny_llava(folder, tokenizer, vocab, chat)
 
 
 def test_vlm_cm_pairs_learn_from_the_image_alone(tmp_path: Path) -> None:

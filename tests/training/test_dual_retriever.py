@@ -5,12 +5,11 @@ and using it through the one retrieval flow (``eval retrieval``, ``search``): a 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tinymodels import tiny_hf_clip
+from tinymodels import tiny_hf_clip, write_split_sample
 
 from mmedrag.cli.main import main
 from mmedrag.errors import IndexMismatchError
@@ -24,16 +23,7 @@ def _json(capsys: pytest.CaptureFixture[str]) -> dict:
 def split_sample(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample with a split field: 4 of each domain's 12 pairs are dev (a by-case split:
     every sample pair is its own case)."""
-    folder = tmp_path_factory.mktemp("split")
-    shutil.copytree(sample_dir / "images", folder / "images")
-    rows = [json.loads(line) for line in (sample_dir / "pairs.jsonl").read_text().splitlines()]
-    seen: dict[str, int] = {}
-    with (folder / "pairs.jsonl").open("w") as out:
-        for row in rows:
-            n = seen[row["domain"]] = seen.get(row["domain"], 0) + 1
-            row["split"] = "dev" if n <= 4 else "train"
-            out.write(json.dumps(row) + "\n")
-    return folder / "pairs.jsonl"
+    return write_split_sample(sample_dir, tmp_path_factory.mktemp("split"))
 
 
 @pytest.fixture(scope="module")
