@@ -131,6 +131,7 @@ def test_auto_kind_switches_from_hnsw_to_ivfpq_at_the_threshold(tmp_path: Path) 
     store.build_ann()
     info = store.describe()
     assert info["kind"] == "ivfpq" and info["configured_kind"] == "auto"
+    assert json.loads((tmp_path / "s" / "ivfpq.json").read_text())["lists"] == 64
     assert info["params"]["lists"] == 64 and info["params"]["pq_m"] == DIM // 8
     assert info["vector_file_bytes"] == 3000 * DIM * 4 and info["ann_file_bytes"] > 0
     assert not (tmp_path / "s" / "hnsw.faiss").exists()  # the old kind's cache is dropped
@@ -271,3 +272,16 @@ def test_add_never_overwrites_committed_vectors_when_sqlite_sequence_lags(
     assert again.add(records[10:], vectors[10:]) == 10
     np.testing.assert_array_equal(again.vectors([r.id for r in records]), vectors)
     again.close()
+
+
+def test_describe_reports_the_lists_the_index_was_trained_with(tmp_path: Path) -> None:
+    """The list count is fixed at training: a store that grew reports what it searches with."""
+    records, vectors = _clustered(20_000)
+    store = EmbeddedStore(tmp_path / "s", dim=DIM, kind="ivfpq", exact_below=100)
+    store.add(records[:3000], vectors[:3000])
+    store.build_ann()
+    assert store.describe()["params"]["lists"] == 64  # sqrt(3,000) -> 64
+    store.add(records[3000:], vectors[3000:])
+    store.build_ann()
+    assert store.describe()["params"]["lists"] == 64  # not sqrt(20,000) -> 128
+    store.close()

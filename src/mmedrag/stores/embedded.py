@@ -682,13 +682,21 @@ class EmbeddedStore:
                   or (kind == "ivfpq" and key in ("lists", "pq_m", "pq_bits", "nprobe",
                                                    "rerank", "train_sample"))}
         if kind == "ivfpq":
-            params["lists"] = ann_kinds.ivf_lists(rows, self.params)
+            params["lists"] = self._trained_lists() or ann_kinds.ivf_lists(rows, self.params)
             params["pq_m"] = ann_kinds.pq_bytes(self.dim, self.params)
         return {"kind": kind, "configured_kind": self.kind, "params": params,
                 "vector_dtype": self.vector_dtype, "rows": rows,
                 "ram_estimate_bytes": estimate["ram_bytes"],
                 "vector_file_bytes": self._file.nbytes(), "ann_file_bytes": ann_bytes,
                 "exact_below": self.exact_below}
+
+    def _trained_lists(self) -> int:
+        """IVF lists of the saved index (fixed when it was trained), 0 when there is none."""
+        sidecar = self.path / cache_files("ivfpq")[1]
+        try:
+            return int(json.loads(sidecar.read_text()).get("lists", 0))
+        except (OSError, ValueError, TypeError):
+            return 0
 
     # -- loading ---------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
