@@ -92,27 +92,31 @@ def _rebuild_store(folder: Path, dim: int, options: dict[str, Any]) -> dict[str,
     from mmedrag.stores.embedded import EmbeddedStore
 
     store = EmbeddedStore(folder, dim=dim, **options)
-    vectors: dict[int, np.ndarray] = {}
+    old: np.ndarray | None = None  # the moved vector file, whole rows only (mapped, not read)
     for name, np_dtype in DTYPES.values():
         if name in moved and moved[name].stat().st_size >= dim * np.dtype(np_dtype).itemsize:
-            # whole rows only: a file cut mid-row is not a multiple of the dtype's size
+            # a file cut mid-row is not a multiple of the dtype's size
             usable = moved[name].stat().st_size // (dim * np.dtype(np_dtype).itemsize)
             old = np.memmap(moved[name], dtype=np_dtype, mode="r", shape=(usable, dim))
-            for seq, *_rest, blob in rows:
-                if not blob and seq - 1 < usable:
-                    vectors[seq] = np.asarray(old[seq - 1], np.float32)
-    kept, lost = [], 0
-    for seq, _id, _domain, data, blob in rows:
-        vector = np.frombuffer(blob, np.float32) if blob else vectors.get(seq)
-        if vector is None or len(vector) != dim or not np.isfinite(vector).all():
-            lost += 1
-            continue
-        kept.append((Record.from_dict(json.loads(data)), vector))
-    for start in range(0, len(kept), 4096):
-        part_ = kept[start:start + 4096]
-        store.add([r for r, _ in part_], np.stack([v for _, v in part_]))
+    kept, lost = 0, 0
+    for start in range(0, len(rows), 4096):  # batch by batch: never every vector in RAM
+        batch: list[tuple[Record, np.ndarray]] = []
+        for seq, _id, _domain, data, blob in rows[start:start + 4096]:
+            if blob:
+                vector = np.frombuffer(blob, np.float32)
+            elif old is not None and seq - 1 < len(old):
+                vector = np.asarray(old[seq - 1], np.float32)
+            else:
+                vector = None
+            if vector is None or len(vector) != dim or not np.isfinite(vector).all():
+                lost += 1
+                continue
+            batch.append((Record.from_dict(json.loads(data)), vector))
+        if batch:
+            store.add([r for r, _ in batch], np.stack([v for _, v in batch]))
+            kept += len(batch)
     store.close()
-    return {"salvaged": len(kept), "without_vector": lost}
+    return {"salvaged": kept, "without_vector": lost}
 
 
 def repair(directory: str | Path) -> dict[str, Any]:

@@ -172,22 +172,29 @@ def test_truncated_vector_file_is_damage_not_garbage(tmp_path: Path) -> None:
         EmbeddedStore(tmp_path / "s", dim=DIM)
 
 
-def test_store_with_vectors_inside_sqlite_is_migrated_once(tmp_path: Path) -> None:
-    """Stores written before the vector file kept each vector as a BLOB in SQLite."""
-    records, vectors = _clustered(300)
-    folder = tmp_path / "s"
+def _legacy_store(folder: Path, records: list[Record], vectors: np.ndarray, deleted: list[str],
+                  with_dim: bool = True) -> Path:
+    """A store as mmedrag wrote it before the vector file: every vector a BLOB in SQLite."""
     folder.mkdir()
     db = sqlite3.connect(folder / "store.sqlite")
     db.executescript("CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT "
                      "UNIQUE NOT NULL, domain TEXT NOT NULL DEFAULT '', data TEXT NOT NULL, "
                      "vec BLOB NOT NULL); CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);")
-    db.execute("INSERT INTO state VALUES ('dim', ?)", (str(DIM),))
+    if with_dim:
+        db.execute("INSERT INTO state VALUES ('dim', ?)", (str(DIM),))
     db.executemany("INSERT INTO records (id, domain, data, vec) VALUES (?, ?, ?, ?)",
                    [(r.id, r.domain, json.dumps(r.to_dict()), v.tobytes())
-                    for r, v in zip(records, vectors)])
-    db.execute("DELETE FROM records WHERE id = 'v5'")  # a gap in seq
+                    for r, v in zip(records, vectors, strict=True)])
+    db.execute(f"DELETE FROM records WHERE id IN ({','.join('?' * len(deleted))})", deleted)
     db.commit()
     db.close()
+    return folder
+
+
+def test_store_with_vectors_inside_sqlite_is_migrated_once(tmp_path: Path) -> None:
+    """Stores written before the vector file kept each vector as a BLOB in SQLite."""
+    records, vectors = _clustered(300)
+    folder = _legacy_store(tmp_path / "s", records, vectors, ["v5"])  # a gap in seq
     with pytest.raises(StoreDamaged, match="older mmedrag"):
         EmbeddedStore(folder, dim=DIM, read_only=True)
     store = EmbeddedStore(folder, dim=DIM)
@@ -235,18 +242,8 @@ def test_legacy_migration_writes_runs_of_rows_not_one_fsync_per_row(
     from mmedrag.stores.vector_file import VectorFile
 
     records, vectors = _clustered(300)
-    folder = tmp_path / "s"
-    folder.mkdir()
-    db = sqlite3.connect(folder / "store.sqlite")
-    db.executescript("CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT "
-                     "UNIQUE NOT NULL, domain TEXT NOT NULL DEFAULT '', data TEXT NOT NULL, "
-                     "vec BLOB NOT NULL); CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);")
-    db.executemany("INSERT INTO records (id, domain, data, vec) VALUES (?, ?, ?, ?)",
-                   [(r.id, r.domain, json.dumps(r.to_dict()), v.tobytes())
-                    for r, v in zip(records, vectors, strict=True)])
-    db.execute("DELETE FROM records WHERE id IN ('v5', 'v6')")  # one gap: two runs
-    db.commit()
-    db.close()
+    folder = _legacy_store(tmp_path / "s", records, vectors, ["v5", "v6"],  # one gap: two runs
+                           with_dim=False)
     writes = []
     original = VectorFile.write
     monkeypatch.setattr(VectorFile, "write",

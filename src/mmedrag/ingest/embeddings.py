@@ -146,8 +146,9 @@ class PrecomputedEmbeddings:
 
     def vectors(self, records: list[Record]) -> np.ndarray:
         rows = self._rows(records)
-        block = np.asarray(self.matrix[np.sort(rows)], dtype=np.float32)
-        block = block[np.argsort(np.argsort(rows))]  # back to the records' order
+        order = np.argsort(rows)  # read the file in ascending rows, return the records' order
+        block = np.empty((len(rows), self.matrix.shape[1]), dtype=np.float32)
+        block[order] = self.matrix[rows[order]]
         return block / np.linalg.norm(block, axis=1, keepdims=True)
 
 
